@@ -1,0 +1,2 @@
+"""inpaintbench: reproducible inpainting benchmark."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Model registry and implementations; see base.py for the contract."""

@@ -1,0 +1,96 @@
+"""The contract every model in the registry keeps.
+
+Conventions (DESIGN.md): images float32 RGB in [0, 1], NCHW; masks N1HW with 1 = hole.
+The trainer owns the loop (optimizers, AMP, checkpoints, logging); a model owns its losses.
+
+A learned model subclasses `InpaintModel` and implements:
+
+* ``forward(image_in, mask) -> pred``: ``image_in = image * (1 - mask)`` (holes zeroed),
+  ``pred`` is the raw N3HW prediction (the caller composites ``pred*mask + image*(1-mask)``).
+* ``generator_losses(image, mask) -> StepOutput``: one forward pass plus every generator
+  loss term; ``total`` is what the generator optimizer minimises.
+* optionally a ``discriminator`` sub-module and ``discriminator_losses(image, mask, pred)``:
+  when ``discriminator`` is not None the trainer runs a discriminator step after every
+  generator step with its own optimizer (the "optional GAN step").
+* optionally ``on_epoch_start(epoch, num_epochs)`` for staged training (e.g. EdgeConnect).
+
+A classical (non-learned) method subclasses `ClassicalModel` and implements ``inpaint_numpy``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class StepOutput:
+    total: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+    pred: torch.Tensor | None = None
+
+
+@dataclass
+class BuildContext:
+    """What a model factory may need beyond its own params.
+
+    image_size: training/eval resolution; seed: the global seed; perceptual: the params'
+    ``perceptual`` block (see train/perceptual.py); artifacts: paths of files other rules
+    produced for this model (e.g. {"teacher": "runs/.../teacher.pt"}); num_labels: label
+    count of the training set (for teachers); device: torch device string.
+    """
+
+    image_size: int = 64
+    seed: int = 0
+    perceptual: dict = field(default_factory=lambda: {"backbone": "random-vgg16"})
+    artifacts: dict = field(default_factory=dict)
+    num_labels: int = 0
+    device: str = "cpu"
+
+
+def composite(pred: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """DESIGN.md: out = pred * mask + image * (1 - mask)."""
+    return pred * mask + image * (1 - mask)
+
+
+class InpaintModel(nn.Module):
+    learned: bool = True
+    discriminator: nn.Module | None = None
+
+    def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def generator_losses(self, image: torch.Tensor, mask: torch.Tensor) -> StepOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def discriminator_losses(self, image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> StepOutput:
+        raise NotImplementedError(f"{type(self).__name__} has no discriminator")
+
+    def generator_parameters(self) -> Iterable[nn.Parameter]:
+        disc = set(id(p) for p in self.discriminator.parameters()) if self.discriminator is not None else set()
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in disc]
+
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        return None
+
+    @torch.no_grad()
+    def inpaint(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Composite output for evaluation: N3HW in [0, 1]."""
+        pred = self(image * (1 - mask), mask)
+        return composite(pred.clamp(0, 1), image, mask)
+
+
+class ClassicalModel:
+    """A method with no training: works on numpy HxWx3 float images and HxW masks (1 = hole)."""
+
+    learned = False
+
+    def inpaint_numpy(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

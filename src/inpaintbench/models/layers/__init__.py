@@ -1,0 +1,1 @@
+"""Building blocks shared by several models (one small module per block)."""

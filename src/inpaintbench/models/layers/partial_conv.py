@@ -1,0 +1,47 @@
+"""Partial convolution (Liu et al. 2018, "Image inpainting for irregular holes using partial
+convolutions", Sec. 3.1, Eq. 1-2).
+
+    x' = W^T (X ⊙ M) · sum(1)/sum(M) + b   if sum(M) > 0, else 0        (Eq. 1)
+    m' = 1 if sum(M) > 0, else 0                                         (Eq. 2)
+
+M here is the *valid* mask (1 = known pixel), the opposite of the project's hole mask: models
+convert once at their input (`valid = 1 - mask`), as DESIGN.md asks. The mask is single-channel
+(N1HW) and shared by all input channels, so sum(1)/sum(M) is the window size over the count of
+valid positions in the window.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PartialConv2d(nn.Conv2d):
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kh, kw = self.kernel_size
+        with torch.no_grad():
+            window = torch.ones(1, 1, kh, kw, device=valid.device, dtype=valid.dtype)
+            valid_count = F.conv2d(valid, window, stride=self.stride, padding=self.padding, dilation=self.dilation)
+            new_valid = (valid_count > 0).to(valid.dtype)
+            scale = (kh * kw) / valid_count.clamp(min=1.0) * new_valid
+        raw = F.conv2d(x * valid, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
+        out = raw * scale.to(raw.dtype)
+        if self.bias is not None:
+            out = (out + self.bias.view(1, -1, 1, 1)) * new_valid.to(raw.dtype)
+        return out, new_valid
+
+
+class PartialConvBlock(nn.Module):
+    """PartialConv2d -> optional BatchNorm -> activation, passing the updated mask along."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1,
+                 bn: bool = True, act: str = "relu"):
+        super().__init__()
+        pad = dilation * (kernel - 1) // 2
+        self.conv = PartialConv2d(cin, cout, kernel, stride=stride, padding=pad, dilation=dilation, bias=not bn)
+        self.bn = nn.BatchNorm2d(cout) if bn else nn.Identity()
+        self.act = {"relu": nn.ReLU(inplace=True), "leaky": nn.LeakyReLU(0.2, inplace=True), "none": nn.Identity()}[act]
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, valid = self.conv(x, valid)
+        return self.act(self.bn(x)), valid

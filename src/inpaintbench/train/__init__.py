@@ -1,0 +1,1 @@
+"""Trainer, losses, perceptual backbones and checkpoints."""
