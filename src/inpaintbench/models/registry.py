@@ -43,6 +43,12 @@ def architectures() -> list[str]:
     return sorted(_FACTORIES)
 
 
+def is_learned(arch: str) -> bool:
+    """Whether the architecture trains (classical methods mark their factory ``learned = False``)."""
+    load_all()
+    return getattr(_FACTORIES[arch], "learned", True)
+
+
 def build(arch: str, args: dict | None = None, loss: dict | None = None, ctx: BuildContext | None = None):
     load_all()
     if arch not in _FACTORIES:
