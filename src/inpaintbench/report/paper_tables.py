@@ -1,0 +1,499 @@
+"""Reproduced tables in the papers' layouts: the published value beside ours and the difference.
+
+Input: our summary (columns ``experiment, train, dataset, model, bucket, metric, mean, std,
+count``) and a table spec from params.yaml (``report.paper_tables.<name>``)::
+
+    paper: ccsa                 # ccsa | sahn
+    table: "2"                  # a table id of inpaintbench.report.reference
+    methods: {pconv: Pconv, deepfill-v2: DeepFill, rfr: RFR, ccsa-res1att1: Our}  # our model -> paper row
+    datasets: {urban100: Urban100, dtd: DTD, celeba-ccsa: CelebA}  # our dataset -> paper label
+    buckets: {"(0.25, 0.35]": "0.3", "(0.35, 0.45]": "0.4", "(0.45, 0.55]": "0.5"}
+    metrics: [psnr, ssim, l1]
+    # optional:
+    dataset: dtd                # instead of `datasets` when the paper table has one dataset
+    bucket: "(0.25, 0.35]"      # instead of `buckets` when the paper table has one bucket
+    experiment: main            # filter on the summary's experiment column
+    train: celeba-ccsa          # filter on the train column (a string, or {our dataset: train})
+    layout: methods-rows        # methods-rows (CCSA style) | methods-columns (SAHN style)
+    kind: comparison            # comparison | ablation (default: ablation for ccsa table 4)
+    baseline: RES0ATT0          # ablation only: the paper label of the baseline row
+    decimals: {psnr: 2}
+    caption: "..."
+
+Every method row the paper has is kept with its published numbers; a row we do not
+implement has an empty "ours" cell, never a made-up one. Our values are converted to the
+paper's printed units (SAHN's MAE is printed x1e-1). Differences are ours minus paper.
+Best values are bold per metric/dataset/bucket, computed separately among the published values
+and among ours (the captions say so). An FID of ours over fewer than 2048 images is marked †.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InpaintBenchError
+from ..io import write_csv, write_text
+from .reference import HIGHER_IS_BETTER, published
+
+SUMMARY_COLUMNS = ["experiment", "train", "dataset", "model", "bucket", "metric", "mean", "std", "count"]
+LAYOUTS = ("methods-rows", "methods-columns")
+KINDS = ("comparison", "ablation")
+VALUE_KINDS = ("paper", "ours", "diff")
+FID_FULL_RANK = 2048
+DEFAULT_DECIMALS = {
+    "ccsa": {"psnr": 4, "ssim": 4, "l1": 4, "l1_hole": 4, "fid": 2},
+    "sahn": {"psnr": 2, "ssim": 3, "l1": 3, "l1_hole": 3, "fid": 2},
+}
+PCT_DECIMALS = 2
+METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "l1": "L1", "l1_hole": "L1 (hole)", "fid": "FID"}
+IMPROVEMENT_LABEL = "Improvement compared with baseline"
+BOLD_RULE = "Bold: best value per column, computed separately among the published values and among ours."
+FID_FOOTNOTE = "†: our FID over fewer than 2048 images (covariance not full rank; not comparable with the paper's)."
+MISSING_FOOTNOTE = "–: published cell missing or garbled in the source text."
+
+
+# ---------------------------------------------------------------- spec
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    paper: str
+    table: str
+    methods: dict[str, str]
+    datasets: dict[str, str]
+    buckets: dict[str, str]
+    metrics: list[str]
+    kind: str = "comparison"
+    layout: str = "methods-rows"
+    experiment: str | None = None
+    train: str | dict | None = None
+    baseline: str | None = None
+    decimals: dict[str, int] = field(default_factory=dict)
+    caption: str | None = None
+
+
+def _single_label(pub: pd.DataFrame, column: str, where: str) -> str:
+    labels = list(dict.fromkeys(pub[column]))
+    if len(labels) != 1:
+        raise InpaintBenchError(
+            f"{where}: `{column}` needs a mapping ({column}s: {{ours: paper label}}) because the paper table has "
+            f"{len(labels)} {column} labels: {labels}"
+        )
+    return labels[0]
+
+
+def parse_spec(raw: Mapping, name: str = "table") -> TableSpec:
+    """Validate a params.yaml table spec; errors name the key path and what to write."""
+    where = f"report.paper_tables.{name}"
+    if not isinstance(raw, Mapping):
+        raise InpaintBenchError(f"{where} must be a mapping, got {type(raw).__name__}")
+    unknown = set(raw) - {"paper", "table", "methods", "datasets", "buckets", "dataset", "bucket", "metrics", "kind",
+                          "layout", "experiment", "train", "baseline", "decimals", "caption"}
+    if unknown:
+        raise InpaintBenchError(f"{where}: unknown keys {sorted(unknown)}")
+    for key in ("paper", "table", "methods", "metrics"):
+        if key not in raw:
+            raise InpaintBenchError(f"{where}.{key} is required")
+    paper = str(raw["paper"]).lower()
+    table = str(raw["table"])
+    pub = published(paper, table)  # raises a clear error for unknown paper/table
+    methods = _str_map(raw["methods"], f"{where}.methods")
+    metrics = [str(m) for m in raw["metrics"]]
+    for m in metrics:
+        if m not in HIGHER_IS_BETTER:
+            raise InpaintBenchError(f"{where}.metrics: unknown metric {m!r}; use psnr, ssim, l1, l1_hole, fid")
+    datasets = _axis_map(raw, pub, "dataset", where)
+    buckets = _axis_map(raw, pub, "bucket", where)
+    kind = str(raw.get("kind", "ablation" if (paper, table) == ("ccsa", "4") else "comparison"))
+    if kind not in KINDS:
+        raise InpaintBenchError(f"{where}.kind must be one of {KINDS}, got {kind!r}")
+    layout = str(raw.get("layout", "methods-columns" if paper == "sahn" else "methods-rows"))
+    if layout not in LAYOUTS:
+        raise InpaintBenchError(f"{where}.layout must be one of {LAYOUTS}, got {layout!r}")
+    baseline = raw.get("baseline")
+    if kind == "ablation":
+        baseline = str(baseline or _default_baseline(paper, table, where))
+        if baseline not in set(pub["method"]) and baseline not in methods.values():
+            raise InpaintBenchError(f"{where}.baseline {baseline!r} is neither a paper row nor one of methods")
+        if len(datasets) != 1 or len(buckets) != 1:
+            raise InpaintBenchError(f"{where}: an ablation table takes one dataset and one bucket")
+    decimals = {**DEFAULT_DECIMALS.get(paper, {}), **{str(k): int(v) for k, v in dict(raw.get("decimals") or {}).items()}}
+    train = raw.get("train")
+    return TableSpec(name=name, paper=paper, table=table, methods=methods, datasets=datasets, buckets=buckets,
+                     metrics=metrics, kind=kind, layout=layout, experiment=raw.get("experiment"),
+                     train=dict(train) if isinstance(train, Mapping) else train, baseline=baseline,
+                     decimals=decimals, caption=raw.get("caption"))
+
+
+def _default_baseline(paper: str, table: str, where: str) -> str:
+    if (paper, table) == ("ccsa", "4"):
+        return "RES0ATT0"
+    raise InpaintBenchError(f"{where}.baseline is required for an ablation table")
+
+
+def _str_map(value, where: str) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not value:
+        raise InpaintBenchError(f"{where} must be a non-empty mapping {{ours: paper label}}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _axis_map(raw: Mapping, pub: pd.DataFrame, axis: str, where: str) -> dict[str, str]:
+    plural = axis + "s"
+    if plural in raw and axis in raw:
+        raise InpaintBenchError(f"{where}: give either `{axis}` or `{plural}`, not both")
+    if axis in raw:
+        return {str(raw[axis]): _single_label(pub, axis, where)}
+    if plural not in raw:
+        raise InpaintBenchError(f"{where}.{plural} is required ({{our {axis}: paper label}})")
+    mapping = _str_map(raw[plural], f"{where}.{plural}")
+    known = set(pub[axis])
+    bad = [v for v in mapping.values() if v not in known]
+    if bad:
+        raise InpaintBenchError(f"{where}.{plural}: paper labels {bad} are not in the paper table; known: {sorted(known)}")
+    return mapping
+
+
+# ---------------------------------------------------------------- building
+@dataclass
+class PaperTable:
+    """A reproduced table: ``tidy`` has one row per cell (metric, dataset, bucket, method, row)
+    with ``paper``, ``ours``, ``diff`` and bookkeeping; ``frame`` is the paper layout."""
+
+    spec: TableSpec
+    tidy: pd.DataFrame
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return _layout(self.tidy, self.spec, numeric=True)
+
+
+def _select_ours(summary: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    missing = set(SUMMARY_COLUMNS) - set(summary.columns)
+    if missing:
+        raise InpaintBenchError(f"summary lacks columns {sorted(missing)}; expected {SUMMARY_COLUMNS}")
+    ours = summary[summary["model"].astype(str).isin(spec.methods) & summary["dataset"].astype(str).isin(spec.datasets)
+                   & summary["bucket"].astype(str).isin(spec.buckets) & summary["metric"].astype(str).isin(spec.metrics)].copy()
+    if spec.experiment is not None:
+        ours = ours[ours["experiment"].astype(str) == str(spec.experiment)]
+    if isinstance(spec.train, dict):
+        wanted = ours["dataset"].astype(str).map(lambda d: spec.train.get(d))
+        ours = ours[ours["train"].astype(str) == wanted.astype(str)]
+    elif spec.train is not None:
+        ours = ours[ours["train"].astype(str) == str(spec.train)]
+    key = ["model", "dataset", "bucket", "metric"]
+    dup = ours[ours.duplicated(key, keep=False)]
+    if len(dup):
+        first = dup.iloc[0]
+        options = dup[(dup[key] == first[key]).all(axis=1)][["experiment", "train"]].drop_duplicates()
+        raise InpaintBenchError(
+            f"table {spec.name}: several summary rows for model={first['model']} dataset={first['dataset']} "
+            f"bucket={first['bucket']} metric={first['metric']} (experiment/train: "
+            f"{options.to_dict('records')}); set `experiment:` and/or `train:` in the table spec."
+        )
+    ours["method"] = ours["model"].astype(str).map(spec.methods)
+    ours["dataset"] = ours["dataset"].astype(str).map(spec.datasets)
+    ours["bucket"] = ours["bucket"].astype(str).map(spec.buckets)
+    return ours
+
+
+def _metric_scale(pub: pd.DataFrame, metric: str) -> float:
+    scales = set(pub.loc[pub["metric"] == metric, "scale"])
+    if len(scales) > 1:
+        raise InpaintBenchError(f"published {metric} cells use several units {sorted(scales)}")
+    return float(scales.pop()) if scales else 1.0
+
+
+def _better(metric: str) -> bool:
+    return HIGHER_IS_BETTER.get(metric, True)
+
+
+def _best_flags(tidy: pd.DataFrame, col: str, group: list[str]) -> pd.Series:
+    flags = pd.Series(False, index=tidy.index)
+    for _, part in tidy.groupby(group, sort=False, dropna=False):
+        vals = part[col].astype(float)
+        if vals.notna().sum() < 2:
+            continue  # a single value is not a "best"
+        metric = part["metric"].iloc[0]
+        target = vals.max() if _better(metric) else vals.min()
+        flags.loc[vals.index[np.isclose(vals, target, rtol=0, atol=1e-12)]] = True
+    return flags
+
+
+def build_paper_table(summary: pd.DataFrame, spec: TableSpec | Mapping, name: str = "table") -> PaperTable:
+    """Our summary beside the published table described by ``spec``."""
+    if not isinstance(spec, TableSpec):
+        spec = parse_spec(spec, name)
+    pub = published(spec.paper, spec.table)
+    pub = pub[pub["metric"].isin(spec.metrics) & pub["dataset"].isin(spec.datasets.values())
+              & pub["bucket"].isin(spec.buckets.values())]
+    ours = _select_ours(summary, spec)
+    scales = {m: _metric_scale(pub, m) for m in spec.metrics}
+
+    methods = list(dict.fromkeys(list(pub["method"]) + list(spec.methods.values())))
+    model_of = {label: model for model, label in spec.methods.items()}
+    records = []
+    for metric in spec.metrics:
+        for dataset in dict.fromkeys(spec.datasets.values()):
+            for bucket in dict.fromkeys(spec.buckets.values()):
+                for method in methods:
+                    p = pub[(pub["metric"] == metric) & (pub["dataset"] == dataset) & (pub["bucket"] == bucket) & (pub["method"] == method)]
+                    o = ours[(ours["metric"] == metric) & (ours["dataset"] == dataset) & (ours["bucket"] == bucket) & (ours["method"] == method)]
+                    if p.empty and method not in model_of:
+                        continue  # a paper row that this table block does not have
+                    paper_val = float(p["value"].iloc[0]) if len(p) else math.nan
+                    ours_val = float(o["mean"].iloc[0]) / scales[metric] if len(o) else math.nan
+                    count = float(o["count"].iloc[0]) if len(o) else math.nan
+                    records.append({
+                        "metric": metric, "dataset": dataset, "bucket": bucket, "method": method, "row": "value",
+                        "model": model_of.get(method, ""), "paper": paper_val, "ours": ours_val,
+                        "diff": ours_val - paper_val,
+                        "ours_std": float(o["std"].iloc[0]) / scales[metric] if len(o) else math.nan,
+                        "ours_count": count,
+                        "fid_flagged": bool(metric == "fid" and len(o) and count < FID_FULL_RANK),
+                        "unit": str(p["unit"].iloc[0]) if len(p) else "",
+                        "note": str(p["note"].iloc[0]) if len(p) else "",
+                    })
+    tidy = pd.DataFrame.from_records(records, columns=[
+        "metric", "dataset", "bucket", "method", "row", "model", "paper", "ours", "diff", "ours_std",
+        "ours_count", "fid_flagged", "unit", "note"])
+    if spec.kind == "ablation":
+        tidy = _add_improvements(tidy, spec, pub)
+    group = ["metric", "dataset", "bucket", "row"]
+    tidy["best_paper"] = _best_flags(tidy, "paper", group)
+    tidy["best_ours"] = _best_flags(tidy, "ours", group)
+    return PaperTable(spec=spec, tidy=tidy)
+
+
+# ---------------------------------------------------------------- ablation
+def improvement_vs_baseline(values: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per-method improvement over ``baseline`` in percent, as the CCSA paper computes it
+    (Table 4): PSNR and SSIM as relative gain 100 * (v - b) / b, L1 (and any lower-is-better
+    metric) as relative reduction 100 * (b - v) / b. ``values``: index = method, columns =
+    metrics. The baseline row is NaN (printed "—")."""
+    if baseline not in values.index:
+        raise InpaintBenchError(f"baseline {baseline!r} is not among the methods {list(values.index)}")
+    base = values.loc[baseline]
+    out = pd.DataFrame(index=values.index, columns=values.columns, dtype=float)
+    for metric in values.columns:
+        b = float(base[metric])
+        v = values[metric].astype(float)
+        out[metric] = 100.0 * ((v - b) if _better(metric) else (b - v)) / b
+    out.loc[baseline] = math.nan
+    return out
+
+
+_PCT_METRIC = {"psnr": "psnr_gain_pct", "ssim": "ssim_gain_pct", "l1": "l1_reduction_pct"}
+
+
+def _add_improvements(tidy: pd.DataFrame, spec: TableSpec, pub_all: pd.DataFrame) -> pd.DataFrame:
+    printed = published(spec.paper, spec.table)
+    values = tidy[tidy["row"] == "value"]
+    ours_wide = values.pivot_table(index="method", columns="metric", values="ours", aggfunc="first", dropna=False)
+    rows = []
+    have_ours = spec.baseline in ours_wide.index and ours_wide.loc[spec.baseline].notna().any()
+    ours_imp = improvement_vs_baseline(ours_wide, spec.baseline) if have_ours else None
+    for method in dict.fromkeys(values["method"]):
+        for metric in spec.metrics:
+            pct = _PCT_METRIC.get(metric)
+            p = printed[(printed["method"] == method) & (printed["metric"] == pct)] if pct else printed.iloc[0:0]
+            paper_pct = float(p["value"].iloc[0]) if len(p) else math.nan
+            ours_pct = float(ours_imp.loc[method, metric]) if ours_imp is not None and method in ours_imp.index else math.nan
+            rows.append({"metric": metric, "dataset": values["dataset"].iloc[0], "bucket": values["bucket"].iloc[0],
+                         "method": method, "row": "improvement", "model": values.loc[values["method"] == method, "model"].iloc[0],
+                         "paper": paper_pct, "ours": ours_pct, "diff": ours_pct - paper_pct, "ours_std": math.nan,
+                         "ours_count": math.nan, "fid_flagged": False, "unit": "%", "note": ""})
+    imp = pd.DataFrame.from_records(rows, columns=tidy.columns)
+    both = pd.concat([tidy, imp], ignore_index=True)
+    order = {m: i for i, m in enumerate(dict.fromkeys(values["method"]))}
+    both["_m"] = both["method"].map(order)
+    both["_r"] = both["row"].map({"value": 0, "improvement": 1})
+    both["_k"] = both["metric"].map({m: i for i, m in enumerate(spec.metrics)})
+    return both.sort_values(["_m", "_r", "_k"], kind="stable").drop(columns=["_m", "_r", "_k"]).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- layout + formatting
+def _metric_label(spec: TableSpec, metric: str, tidy: pd.DataFrame, latex: bool = False) -> str:
+    label = METRIC_LABELS.get(metric, metric)
+    if spec.paper == "sahn" and metric == "l1":
+        label = "MAE (x1e-1)" if not latex else r"MAE ($\times 10^{-1}$)"
+    arrow = ("↑" if _better(metric) else "↓") if not latex else (r"$\uparrow$" if _better(metric) else r"$\downarrow$")
+    return f"{label} {arrow}"
+
+
+def _fmt(value: float, decimals: int) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{decimals}f}"
+
+
+def _cells(tidy: pd.DataFrame, spec: TableSpec, *, bold: str | None) -> pd.DataFrame:
+    """String cells per tidy row: paper / ours / diff, with bold and footnote markers."""
+    out = pd.DataFrame(index=tidy.index, columns=list(VALUE_KINDS), dtype=object)
+    for i, r in tidy.iterrows():
+        dec = PCT_DECIMALS if r["row"] == "improvement" else spec.decimals.get(r["metric"], 4)
+        pct = "%" if r["row"] == "improvement" else ""
+        paper = _fmt(r["paper"], dec)
+        if paper:
+            paper += pct
+        elif r["row"] == "value" and r["method"] in _paper_methods(spec):
+            paper = "–"  # the paper has the row but the cell is missing/garbled
+        elif r["row"] == "improvement":
+            paper = "—"
+        ours = _fmt(r["ours"], dec)
+        if ours:
+            ours += pct + ("†" if r["fid_flagged"] else "")
+        diff = _fmt(r["diff"], dec)
+        if diff and not diff.startswith("-"):
+            diff = "+" + diff
+        if bold:
+            if r["best_paper"] and paper not in ("", "–", "—"):
+                paper = _bold(paper, bold)
+            if r["best_ours"] and ours:
+                ours = _bold(ours, bold)
+        out.loc[i] = [paper, ours, diff + (pct if diff else "")]
+    return out
+
+
+def _paper_methods(spec: TableSpec) -> set[str]:
+    return set(published(spec.paper, spec.table)["method"])
+
+
+def _bold(text: str, style: str) -> str:
+    return f"**{text}**" if style == "markdown" else rf"\textbf{{{text}}}"
+
+
+def _layout(tidy: pd.DataFrame, spec: TableSpec, *, numeric: bool, bold: str | None = None, latex: bool = False) -> pd.DataFrame:
+    """Pivot the tidy cells into the paper's layout (numbers, or formatted strings)."""
+    if numeric:
+        cells = tidy[list(VALUE_KINDS)]
+    else:
+        cells = _cells(tidy, spec, bold=bold)
+    long = pd.concat([tidy[["metric", "dataset", "bucket", "method", "row"]], cells], axis=1)
+    long["metric"] = [_metric_label(spec, m, tidy, latex) for m in long["metric"]]
+    long = long.melt(id_vars=["metric", "dataset", "bucket", "method", "row"], value_vars=list(VALUE_KINDS), var_name="kind")
+    datasets = list(dict.fromkeys(tidy["dataset"]))
+    if spec.kind == "ablation":
+        long["method"] = np.where(long["row"] == "improvement", IMPROVEMENT_LABEL, long["method"])
+        long["method_key"] = long.groupby(["metric", "kind"]).cumcount()
+        index, columns = ["method_key", "method"], ["metric", "kind"]
+    elif spec.layout == "methods-rows":
+        index, columns = ["metric", "method"], ["dataset", "bucket", "kind"]
+    else:
+        index = ["metric", "bucket"] if len(datasets) == 1 else ["metric", "dataset", "bucket"]
+        columns = ["method", "kind"]
+    wide = long.pivot_table(index=index, columns=columns, values="value", aggfunc="first", sort=False, dropna=False)
+    wide = wide.reindex(columns=_ordered_columns(long, columns))
+    wide = wide.reindex(index=pd.MultiIndex.from_frame(long[index].drop_duplicates()))
+    if spec.kind == "ablation":
+        wide.index = wide.index.droplevel("method_key")
+    if not numeric:
+        wide = wide.fillna("")
+    wide.columns.names = [None] * wide.columns.nlevels
+    wide.index.names = [{"metric": "Metric", "method": "Method", "dataset": "Dataset", "bucket": "Mask ratio"}.get(n, n)
+                        for n in wide.index.names]
+    return wide
+
+
+def _ordered_columns(long: pd.DataFrame, columns: list[str]) -> pd.MultiIndex:
+    seen = long[columns].drop_duplicates()
+    seen["_kind"] = seen["kind"].map({k: i for i, k in enumerate(VALUE_KINDS)})
+    keys = [c for c in columns if c != "kind"]
+    first = {c: {v: i for i, v in enumerate(dict.fromkeys(long[c]))} for c in keys}
+    for c in keys:
+        seen["_" + c] = seen[c].map(first[c])
+    seen = seen.sort_values(["_" + c for c in keys] + ["_kind"])
+    return pd.MultiIndex.from_frame(seen[columns])
+
+
+def _caption(pt: PaperTable) -> str:
+    spec = pt.spec
+    base = spec.caption or f"{spec.paper.upper()} Table {spec.table}: published (paper) vs reproduced (ours)"
+    parts = [base + ".", "diff = ours − paper, in the paper's units.", BOLD_RULE]
+    if spec.kind == "ablation":
+        parts.append(f"Improvement vs {spec.baseline}: PSNR/SSIM relative gain, L1 relative reduction, in %.")
+    if pt.tidy["fid_flagged"].any():
+        parts.append(FID_FOOTNOTE)
+    t = pt.tidy
+    if (t["paper"].isna() & (t["row"] == "value") & t["method"].isin(_paper_methods(spec))).any():
+        parts.append(MISSING_FOOTNOTE)
+    return " ".join(parts)
+
+
+def _flat_header(frame: pd.DataFrame) -> pd.DataFrame:
+    flat = frame.copy()
+    flat.columns = [" ".join(str(x) for x in col if str(x)) for col in flat.columns]
+    return flat.reset_index()
+
+
+def to_markdown(pt: PaperTable) -> str:
+    """The table in Markdown (flattened two-level header), caption above."""
+    wide = _layout(pt.tidy, pt.spec, numeric=False, bold="markdown")
+    return f"**{_caption(pt)}**\n\n" + _flat_header(wide).to_markdown(index=False, disable_numparse=True) + "\n"
+
+
+_LATEX_SPECIAL = re.compile(r"([&%$#_{}])")
+
+
+def _tex(text) -> str:
+    text = str(text)
+    if text.startswith(r"\textbf{") or "$" in text:
+        return text.replace("%", r"\%").replace("†", r"$^\dagger$")
+    return _LATEX_SPECIAL.sub(r"\\\1", text).replace("~", r"\textasciitilde{}").replace("†", r"$^\dagger$").replace("−", "-")
+
+
+def to_latex(pt: PaperTable) -> str:
+    """The table as a booktabs LaTeX ``table`` (best values bold, see the caption)."""
+    wide = _layout(pt.tidy, pt.spec, numeric=False, bold="latex", latex=True)
+    wide = wide.map(_tex)
+    wide.index = pd.MultiIndex.from_tuples([tuple(_tex(x) if "$" not in str(x) else x for x in idx) for idx in wide.index],
+                                           names=wide.index.names)
+    wide.columns = pd.MultiIndex.from_tuples([tuple(_tex(x) for x in col) for col in wide.columns])
+    body = wide.to_latex(escape=False, multicolumn=True, multicolumn_format="c", multirow=True,
+                         column_format="l" * wide.index.nlevels + "r" * wide.shape[1])
+    label = "tab:" + re.sub(r"[^A-Za-z0-9]+", "-", f"{pt.spec.paper}-{pt.spec.table}-{pt.spec.name}")
+    caption = _tex(_caption(pt))
+    return ("\\begin{table}[t]\n\\centering\n\\small\n" + f"\\caption{{{caption}}}\n\\label{{{label}}}\n"
+            + "\\resizebox{\\textwidth}{!}{%\n" + body + "}\n\\end{table}\n")
+
+
+def write_paper_table(pt: PaperTable, out_dir: str | Path, stem: str | None = None) -> dict[str, Path]:
+    """Write <stem>.md, <stem>.tex and <stem>.csv (tidy cells) atomically; return the paths."""
+    out_dir = Path(out_dir)
+    stem = stem or f"{pt.spec.paper}_table{pt.spec.table}"
+    paths = {"md": out_dir / f"{stem}.md", "tex": out_dir / f"{stem}.tex", "csv": out_dir / f"{stem}.csv"}
+    write_text(paths["md"], to_markdown(pt))
+    write_text(paths["tex"], to_latex(pt))
+    tidy = pt.tidy.copy()
+    records = [{k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()} for rec in tidy.to_dict("records")]
+    write_csv(paths["csv"], records, list(tidy.columns))
+    return paths
+
+
+# ---------------------------------------------------------------- metric definitions
+def metric_definitions(fid_status: tuple[bool, str] | None = None) -> str:
+    """The paragraph that defines every reported metric (for the report)."""
+    text = (
+        "**Metrics.** Every metric scores the composite `out = pred * mask + image * (1 - mask)` "
+        "(mask 1 = hole), with images as float RGB in [0, 1] at the evaluated resolution. "
+        "**PSNR** = 10 log10(1 / MSE) over all pixels and channels (data range 1). "
+        "**SSIM** (Wang et al. 2004) with an 11x11 Gaussian window of sigma 1.5, data range 1, "
+        "K1 = 0.01, K2 = 0.03, population (not sample) covariances, mean over the valid (un-padded) region, per channel and "
+        "averaged (equal to scikit-image `structural_similarity(gaussian_weights=True, sigma=1.5, "
+        "use_sample_covariance=False, data_range=1, channel_axis=...)`). "
+        "**L1** is the mean absolute error over the full image, all channels (the papers' "
+        "\"L1 error\" / \"MAE\"; SAHN prints it in units of 1e-1, and the SAHN tables here are "
+        "converted to those units); **L1 (hole)** is the mean absolute error over hole pixels only. "
+        "**FID** (Heusel et al. 2017) is the Fréchet distance between Gaussians fitted to the "
+        "2048-d pool3 features of pytorch-fid's Inception network (TensorFlow FID weights, "
+        "images resized bilinearly to 299x299) of the ground-truth and the composited images of a "
+        "bucket; with fewer than 2048 images per set the covariance is not full rank and the value "
+        "is flagged (†): it is biased upward and not comparable with published FID. "
+        "Mask-ratio buckets are intervals of the hole fraction of the binarised mask."
+    )
+    if fid_status is not None:
+        available, reason = fid_status
+        text += " " + (reason if reason else ("FID computed." if available else "FID not computed."))
+    return text
