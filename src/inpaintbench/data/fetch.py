@@ -593,14 +593,16 @@ def _fetch_file(src: Source, rf: RemoteFile, root: Path, urls_override, progress
             "kind": rf.kind, "expected": _describe_expected(expect)}
 
 
-def _fetch_user_folder(src: Source, root: Path, folder: str | os.PathLike | None) -> Path:
+def user_folder_images(src: Source, folder: str | os.PathLike | None) -> dict[str, list[Path]]:
+    """{split: sorted image paths} of a user-filled dataset folder (Paris StreetView); a clear
+    error, saying how to obtain the data and where to put it, when the folder holds none."""
     folder = Path(folder or src.user_folder)
     found: dict[str, list[Path]] = {}
     for split, names in src.layout.items():
         for sub in names:
             d = folder / sub
             if d.is_dir():
-                files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+                files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
                 if files:
                     found[split] = files
                     break
@@ -611,6 +613,12 @@ def _fetch_user_folder(src: Source, root: Path, folder: str | os.PathLike | None
             f"(looked for {expected}). {src.description} Then run the fetch again "
             f"(or set `folder:` of this dataset in params.yaml to where the images are)."
         )
+    return found
+
+
+def _fetch_user_folder(src: Source, root: Path, folder: str | os.PathLike | None) -> Path:
+    folder = Path(folder or src.user_folder)
+    found = user_folder_images(src, folder)
     entries = []
     for split, files in found.items():
         for p in files:
