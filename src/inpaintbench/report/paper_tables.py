@@ -51,7 +51,8 @@ DEFAULT_DECIMALS = {
     "sahn": {"psnr": 2, "ssim": 3, "l1": 3, "l1_hole": 3, "fid": 2},
 }
 PCT_DECIMALS = 2
-METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "l1": "L1", "l1_hole": "L1 (hole)", "fid": "FID"}
+METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "l1": "L1", "l1_hole": "L1 (hole)", "fid": "FID",
+                 "params_m": "Parameters (M)", "inference_ms": "Inference time (ms)", "storage": "Storage"}
 IMPROVEMENT_LABEL = "Improvement compared with baseline"
 BOLD_RULE = "Bold: best value per column, computed separately among the published values and among ours."
 FID_FOOTNOTE = "†: our FID over fewer than 2048 images (covariance not full rank; not comparable with the paper's)."
@@ -218,8 +219,9 @@ def _best_flags(tidy: pd.DataFrame, col: str, group: list[str]) -> pd.Series:
         vals = part[col].astype(float)
         if vals.notna().sum() < 2:
             continue  # a single value is not a "best"
-        metric = part["metric"].iloc[0]
-        target = vals.max() if _better(metric) else vals.min()
+        # improvement rows are gains / reductions in %: larger is better for every metric
+        higher = part["row"].iloc[0] == "improvement" or _better(part["metric"].iloc[0])
+        target = vals.max() if higher else vals.min()
         flags.loc[vals.index[np.isclose(vals, target, rtol=0, atol=1e-12)]] = True
     return flags
 
@@ -389,6 +391,9 @@ def _layout(tidy: pd.DataFrame, spec: TableSpec, *, numeric: bool, bold: str | N
     wide = wide.reindex(index=pd.MultiIndex.from_frame(long[index].drop_duplicates()))
     if spec.kind == "ablation":
         wide.index = wide.index.droplevel("method_key")
+    empty = [i for i in range(wide.columns.nlevels) if set(map(str, wide.columns.get_level_values(i))) == {""}]
+    if empty and len(empty) < wide.columns.nlevels:  # e.g. efficiency tables: no dataset/bucket
+        wide.columns = wide.columns.droplevel(empty)
     if not numeric:
         wide = wide.fillna("")
     wide.columns.names = [None] * wide.columns.nlevels
@@ -424,7 +429,8 @@ def _caption(pt: PaperTable) -> str:
 
 def _flat_header(frame: pd.DataFrame) -> pd.DataFrame:
     flat = frame.copy()
-    flat.columns = [" ".join(str(x) for x in col if str(x)) for col in flat.columns]
+    if isinstance(flat.columns, pd.MultiIndex):
+        flat.columns = [" ".join(str(x) for x in col if str(x)) for col in flat.columns]
     return flat.reset_index()
 
 
@@ -448,14 +454,20 @@ def to_latex(pt: PaperTable) -> str:
     """The table as a booktabs LaTeX ``table`` (best values bold, see the caption)."""
     wide = _layout(pt.tidy, pt.spec, numeric=False, bold="latex", latex=True)
     wide = wide.map(_tex)
-    wide.index = pd.MultiIndex.from_tuples([tuple(_tex(x) if "$" not in str(x) else x for x in idx) for idx in wide.index],
-                                           names=wide.index.names)
-    wide.columns = pd.MultiIndex.from_tuples([tuple(_tex(x) for x in col) for col in wide.columns])
+    keep_math = lambda x: x if "$" in str(x) else _tex(x)  # noqa: E731 (metric labels carry LaTeX math)
+    if isinstance(wide.index, pd.MultiIndex):
+        wide.index = pd.MultiIndex.from_tuples([tuple(keep_math(x) for x in idx) for idx in wide.index], names=wide.index.names)
+    else:
+        wide.index = pd.Index([keep_math(x) for x in wide.index], name=wide.index.name)
+    if isinstance(wide.columns, pd.MultiIndex):
+        wide.columns = pd.MultiIndex.from_tuples([tuple(_tex(x) for x in col) for col in wide.columns])
+    else:
+        wide.columns = [_tex(c) for c in wide.columns]
     body = wide.to_latex(escape=False, multicolumn=True, multicolumn_format="c", multirow=True,
                          column_format="l" * wide.index.nlevels + "r" * wide.shape[1])
     label = "tab:" + re.sub(r"[^A-Za-z0-9]+", "-", f"{pt.spec.paper}-{pt.spec.table}-{pt.spec.name}")
     caption = _tex(_caption(pt))
-    return ("\\begin{table}[t]\n\\centering\n\\small\n" + f"\\caption{{{caption}}}\n\\label{{{label}}}\n"
+    return ("% needs \\usepackage{booktabs,multirow,graphicx}\n\\begin{table}[t]\n\\centering\n\\small\n" + f"\\caption{{{caption}}}\n\\label{{{label}}}\n"
             + "\\resizebox{\\textwidth}{!}{%\n" + body + "}\n\\end{table}\n")
 
 
