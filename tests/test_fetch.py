@@ -234,6 +234,19 @@ def test_quota_page_saved_by_hand_as_the_zip_is_reported(fake_server, tmp_path):
         fetch_source("celeba", tmp_path, accept_terms=True, urls_override=override, progress=False)
 
 
+def test_wrong_file_placed_by_hand_is_not_overwritten(fake_server, tmp_path):
+    files = celeba_files(4)
+    override = fake_server.publish("celeba", files)
+    placed = tmp_path / "celeba" / "list_eval_partition.txt"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(b"000001.jpg 0\n")
+    with pytest.raises(InpaintBenchError) as err:
+        fetch_source("celeba", tmp_path, accept_terms=True, urls_override=override, progress=False)
+    msg = str(err.value)
+    assert "already exists" in msg and md5(files["list_eval_partition.txt"]) in msg
+    assert placed.read_bytes() == b"000001.jpg 0\n"
+
+
 def test_fetch_source_checksum_mismatch_names_file_and_expected(fake_server, tmp_path):
     files = urban100_files(2)
     url = fake_server.add("u/Urban100_HR.tar.gz", files["Urban100_HR.tar.gz"])

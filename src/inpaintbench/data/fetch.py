@@ -202,7 +202,7 @@ def _fetch_once(url: str, part: Path, name: str, *, size: int | None, kind: str 
                     if first and offset == 0:
                         first = False
                         html = _looks_like_html(block) or ("text/html" in ctype and kind != "text")
-                        if html and kind != "html":
+                        if html and kind in ("zip", "tar", "text"):
                             fh.close()
                             part.unlink(missing_ok=True)
                             raise _html_error(name, part.with_name(name), url)
@@ -239,10 +239,16 @@ def _download(url, dest, *, md5, sha256, size, progress, kind, retries=3, timeou
     dest = Path(dest)
     name = dest.name
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():
+    if dest.exists():  # already downloaded, or placed there by hand: check, never overwrite
         if kind in ("zip", "tar") and _sniff_kind(dest) == "html":
             raise _html_error(name, dest, None)
-        return dest, _verify(dest, name, md5=md5, sha256=sha256, size=size)
+        try:
+            return dest, _verify(dest, name, md5=md5, sha256=sha256, size=size)
+        except InpaintBenchError as exc:
+            raise InpaintBenchError(
+                f"{dest} already exists but is not the expected file: "
+                f"{str(exc).split('. ')[0]}. Delete it (or put the right file there) and run again."
+            ) from None
     part = dest.with_name(name + ".part")
     last_error = ""
     for attempt in range(retries + 1):
@@ -570,6 +576,8 @@ def _fetch_file(src: Source, rf: RemoteFile, root: Path, urls_override, progress
             origin = "recorded"
     errors: list[tuple[str, InpaintBenchError]] = []
     hashes = None
+    if local.exists():
+        urls = urls[:1]  # a file already there is only verified, never re-downloaded
     for url in urls:
         try:
             _, hashes = _download(url, local, md5=expect["md5"], sha256=expect["sha256"],

@@ -42,7 +42,7 @@ import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -58,6 +58,9 @@ from .sources import get_source
 MANIFEST_FIELDS = ["id", "path", "split", "source", "sha256", "labels"]
 SKIPPED_FIELDS = ["path", "reason"]
 SPLITS = ("train", "val", "test")
+#: zlib level for the written PNGs: level 1 encodes a 256x256 photo ~2.5x faster than the
+#: default 6 (11 vs 28 ms here, PNG encoding dominates the per-image cost) for ~6% more bytes.
+PNG_LEVEL = 1
 
 
 @dataclass
@@ -85,7 +88,10 @@ def run_parallel(func: Callable, items: Sequence, workers: int, chunksize: int =
     if workers <= 1 or len(items) < 2:
         return [func(x) for x in items]
     chunk = max(1, min(chunksize, len(items) // (workers * 4) or 1))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    # fork where the platform has it: workers start in milliseconds and a caller's script
+    # needs no `if __name__ == "__main__"` guard; the workers only run PIL/numpy code.
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method)) as pool:
         return list(pool.map(func, items, chunksize=chunk))
 
 
@@ -118,7 +124,7 @@ def _process_image(job: tuple) -> tuple[str, str | None, str | None]:
     img = Image.fromarray(np.rint(arr * 255.0).astype(np.uint8), "RGB")
     out = _fit(img, size, crop, crop_seed)
     with atomic_path(dst, suffix=".png") as tmp:
-        out.save(tmp, format="PNG")
+        out.save(tmp, format="PNG", compress_level=PNG_LEVEL)
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
     return image_id, digest, None
 
