@@ -131,6 +131,27 @@ def test_places365_categories_official_and_per_category_holdout(fake_server, tmp
         prepare_real("x", {**spec, "categories": ["moon_base"]}, raw, tmp_path / "p3", seed=0, workers=1)
 
 
+def test_places365_fetch_extracts_only_requested_categories(fake_server, tmp_path):
+    raw = tmp_path / "raw"
+    override = fake_server.publish("places365", places_files(train_per_cat=2, val_per_cat=1))
+    fetch_source("places365", raw, accept_terms=True, urls_override=override, progress=False,
+                 categories=["/a/airfield"])
+    data = raw / "places365" / "data_256"
+    assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*.jpg")) == [
+        "a/airfield/00000001.jpg", "a/airfield/00000002.jpg"]
+    spec = {"source": "places365", "size": SIZE, "categories": ["airfield", "bedroom"]}
+    with pytest.raises(InpaintBenchError, match="--categories airfield,bedroom"):
+        prepare_real("p", spec, raw, tmp_path / "o", seed=0, workers=1)
+    n = len(fake_server.requests)
+    fetch_source("places365", raw, accept_terms=True, urls_override=override, progress=False,
+                 categories=["airfield", "bedroom"])
+    assert len(fake_server.requests) == n  # re-extracted from the kept archives
+    _, rows = read(prepare_real("p", spec, raw, tmp_path / "o", seed=0, workers=1))
+    assert len(rows) == 2 * (2 + 1)
+    # a subset of what was extracted needs no new fetch
+    fetch_source("places365", raw, accept_terms=False, urls_override=override, progress=False, categories=["bedroom"])
+
+
 def test_places365_val_only_source(fake_server, tmp_path):
     raw = tmp_path / "raw"
     files = places_files(train_per_cat=1, val_per_cat=3)

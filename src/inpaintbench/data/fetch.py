@@ -641,10 +641,35 @@ def _fetch_user_folder(src: Source, root: Path, folder: str | os.PathLike | None
     return root
 
 
+def short_category(name: str) -> str:
+    """'/a/apartment_building/outdoor' or 'apartment_building/outdoor' -> the latter."""
+    parts = name.strip("/").split("/")
+    return "/".join(parts[1:]) if len(parts) > 1 and len(parts[0]) == 1 else "/".join(parts)
+
+
+def _category_filter(src: Source, categories: Iterable[str] | None) -> Callable[[str], bool] | None:
+    """Member filter for Places365's training archive: keep only the chosen categories'
+    folders (``data_256/<letter>/<category>/...``); other archives pass whole."""
+    if categories is None:
+        return None
+    if "train_images" not in src.layout:
+        raise InpaintBenchError(f"categories= applies to Places365 only, not {src.name}.")
+    top = src.layout["train_images"]
+    prefixes = tuple(f"{top}/{c[0]}/{c}/" for c in (short_category(c) for c in categories))
+
+    def keep(name: str) -> bool:
+        name = name.lstrip("./")
+        if not name.startswith(top + "/") and name != top:
+            return True
+        return name.startswith(prefixes) or any(p.startswith(name.rstrip("/") + "/") for p in prefixes)
+
+    return keep
+
+
 def fetch_source(source: str, raw_root: str | os.PathLike, *,
                  accept_terms: bool | list[str] = False, urls_override: dict | None = None,
                  folder: str | os.PathLike | None = None, progress: bool = True,
-                 force: bool = False) -> Path:
+                 force: bool = False, categories: list[str] | None = None) -> Path:
     """Download, verify and extract everything `source` needs into ``raw_root/<source>/``.
 
     Returns that folder. ``raw_root/<source>/.complete`` (JSON: files, sizes, md5/sha256,
@@ -652,13 +677,20 @@ def fetch_source(source: str, raw_root: str | os.PathLike, *,
     a second call with a valid ``.complete`` does nothing. Restrictive terms must be accepted
     (`accept_terms`, see the module doc) before anything is downloaded. For Paris StreetView
     (no public download) `folder` (default ``data/user/paris_streetview``) is checked instead.
+    `categories` (Places365 only, names like ``airfield`` or ``/a/airfield``) extracts only
+    those categories from the 26 GB training archive (which is still downloaded whole);
+    asking later for a category not extracted re-extracts from the kept archive.
     """
     src = get_source(source)
     root = Path(raw_root) / src.name
     if src.user_folder is not None:
         return _fetch_user_folder(src, root, folder)
+    wanted = sorted({short_category(c) for c in categories}) if categories is not None else None
     if not force and _complete_is_valid(root):
-        return root
+        done = json.loads((root / COMPLETE).read_text(encoding="utf-8")).get("categories")
+        if done is None or (wanted is not None and set(wanted) <= set(done)):
+            return root
+    keep_member = _category_filter(src, categories)
     root.mkdir(parents=True, exist_ok=True)
     (root / COMPLETE).unlink(missing_ok=True)
     _require_terms(src, root, accept_terms)
@@ -669,7 +701,7 @@ def fetch_source(source: str, raw_root: str | os.PathLike, *,
             continue
         archive = root / entry["path"]
         try:
-            names = safe_extract(archive, root, expected=entry["expected"])
+            names = safe_extract(archive, root, expected=entry["expected"], include=keep_member)
         except InpaintBenchError:
             if entry["checksum"] == "recorded-now":
                 # the first download of a file without a published checksum is corrupt:
@@ -683,6 +715,7 @@ def fetch_source(source: str, raw_root: str | os.PathLike, *,
             entry["checksum"] = "recorded"
     write_json(root / COMPLETE, {
         "source": src.name, "files": entries, "extracted": sorted(extracted),
+        "categories": wanted,
         "completed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
     return root

@@ -52,7 +52,7 @@ from PIL import Image
 from ..config import derive_seed
 from ..errors import InpaintBenchError
 from ..io import atomic_path, load_image, write_csv, write_json, write_text
-from .fetch import COMPLETE, user_folder_images
+from .fetch import COMPLETE, short_category, user_folder_images
 from .sources import get_source
 
 MANIFEST_FIELDS = ["id", "path", "split", "source", "sha256", "labels"]
@@ -173,8 +173,7 @@ def _list_celeba(raw_root: Path, spec: dict, source: str) -> tuple[list[Item], l
 
 def _category_name(raw: str) -> str:
     # "/a/apartment_building/outdoor" -> "apartment_building/outdoor"
-    parts = raw.strip("/").split("/")
-    return "/".join(parts[1:]) if len(parts) > 1 and len(parts[0]) == 1 else "/".join(parts)
+    return short_category(raw)
 
 
 def _choose_categories(all_cats: list[str], wanted, seed: int) -> list[str]:
@@ -211,6 +210,14 @@ def _list_places(raw_root: Path, spec: dict, source: str, seed: int) -> tuple[li
     all_cats = [index_to_cat[k] for k in sorted(index_to_cat, key=int)]
     chosen = _choose_categories(all_cats, spec.get("categories"), seed)
     keep = set(chosen)
+    extracted = json.loads((root / COMPLETE).read_text(encoding="utf-8")).get("categories")
+    if extracted is not None and not keep <= set(extracted):
+        missing = sorted(keep - set(extracted))
+        raise InpaintBenchError(
+            f"{source} was fetched with only the categories {', '.join(extracted)}; "
+            f"{', '.join(missing)} were not extracted. Run `inpaintbench fetch {source} "
+            f"--categories {','.join(sorted(keep))}` (the archive is kept, nothing is downloaded again)."
+        )
     items = []
     train_list = root / lay["train_list"]
     if (root / lay["train_images"]).exists() and train_list.exists():
