@@ -16,8 +16,9 @@ replaces them); the environment variable ``INPAINTBENCH_MIRROR=<base url>`` make
 tried first at ``<base url>/<source>/<file name>`` (registry checksums apply).
 
 Terms of use: sources with restrictive terms need explicit acceptance before the first
-download: ``accept_terms=True`` (all), ``accept_terms=["celeba", ...]``, or the environment
-variable ``INPAINTBENCH_ACCEPT_TERMS=celeba,places365`` (or ``all``).
+download: ``accept_terms=True`` (all), ``accept_terms=["celeba", ...]`` (the CLI's
+``--accept-terms celeba`` and params.yaml ``downloads: {accept_terms: [celeba]}``), or the
+environment variable ``INPAINTBENCH_ACCEPT_TERMS=celeba,places365`` (or ``all``).
 """
 from __future__ import annotations
 
@@ -490,9 +491,9 @@ def _require_terms(src: Source, root: Path, accept_terms) -> None:
             f"{src.title} has terms of use that must be accepted before it is downloaded:\n\n"
             f"  {src.terms}\n\n"
             f"If you agree, accept them explicitly with one of: "
-            f"`inpaintbench fetch {src.name} --accept-terms`, the environment variable "
-            f"{ENV_ACCEPT}={src.name} (comma-separated names, or 'all'), or "
-            f"`accept_terms: [{src.name}]` under `data:` in params.yaml."
+            f"`inpaintbench fetch {src.name} --accept-terms {src.name}`, the environment "
+            f"variable {ENV_ACCEPT}={src.name} (comma-separated names, or 'all'), or "
+            f"`downloads: {{accept_terms: [{src.name}]}}` in params.yaml."
         )
     print(f"[inpaintbench] Terms of use for {src.name} (accepted via {how}):\n  {src.terms}",
           file=sys.stderr)
