@@ -1,0 +1,92 @@
+"""Deformable 3×3 convolution for SAHN's MSF blocks (SAHN Sec. 3.1, MSF point (3): "deformable
+convolution ... replacing the standard convolution used in SPADE").
+
+The weights live in a `torchvision.ops.DeformConv2d`; the sampling offsets (2 per kernel tap,
+torchvision's layout ``[dy_0, dx_0, dy_1, dx_1, ...]``) are predicted from the input by a plain
+3×3 convolution that starts at zero, so an untrained block is exactly a plain convolution.
+
+Two backends compute the same function:
+
+* ``torchvision``: `torchvision.ops.deform_conv2d` (fast CUDA kernel; its CPU kernel is ~80×
+  slower than a plain convolution, measured 0.5 s for one 16-channel 64×64 layer, batch 8).
+* ``grid_sample``: bilinear sampling of the K = kh·kw shifted inputs with
+  `F.grid_sample(align_corners=True, padding_mode="zeros")` followed by a 1×1 convolution over
+  the C·K sampled channels (≈7× faster than torchvision's kernel on CPU). Same zero padding as
+  torchvision: a sample point outside the image contributes only its in-image corners.
+
+``auto`` uses torchvision on CUDA tensors and grid_sample elsewhere.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import DeformConv2d, deform_conv2d
+
+BACKENDS = ("auto", "torchvision", "grid_sample")
+
+
+def deform_conv2d_grid_sample(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
+                              bias: torch.Tensor | None, stride: int = 1, padding: int = 0,
+                              dilation: int = 1) -> torch.Tensor:
+    """torchvision's deform_conv2d (one offset group, no modulation mask) via grid_sample."""
+    n, c, h, w = x.shape
+    cout, cin, kh, kw = weight.shape
+    if cin != c:
+        raise ValueError(f"deformable conv expects {cin} input channels, got {c}")
+    k = kh * kw
+    ho = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
+    wo = (w + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
+    if offset.shape != (n, 2 * k, ho, wo):
+        raise ValueError(f"offset shape {tuple(offset.shape)} != {(n, 2 * k, ho, wo)}")
+    grid = _base_grid(kh, kw, ho, wo, h, w, stride, padding, dilation, x.dtype, x.device)  # K Ho Wo 2
+    # offsets (dy, dx) per tap -> normalised (x, y) grid units; align_corners=True: -1 / +1 are the
+    # centres of the first / last pixel
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=x.dtype, device=x.device)
+    off = offset.view(n, k, 2, ho, wo).permute(0, 1, 3, 4, 2).flip(-1)
+    grid = (torch.addcmul(grid, off, scale)).reshape(n, k * ho, wo, 2)
+    sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    sampled = sampled.view(n, c, k, ho, wo).reshape(n, c * k, ho, wo)  # channel-major, like weight
+    return F.conv2d(sampled, weight.reshape(cout, c * k, 1, 1), bias)
+
+
+def _base_grid(kh: int, kw: int, ho: int, wo: int, h: int, w: int, stride: int, padding: int, dilation: int,
+               dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Normalised (x, y) sampling position of every tap (row-major) at every output pixel, zero offset."""
+    tap_y = (torch.arange(kh, dtype=dtype, device=device) * dilation).repeat_interleave(kw)
+    tap_x = (torch.arange(kw, dtype=dtype, device=device) * dilation).repeat(kh)
+    py = tap_y.view(-1, 1, 1) + (torch.arange(ho, dtype=dtype, device=device) * stride - padding).view(1, ho, 1)
+    px = tap_x.view(-1, 1, 1) + (torch.arange(wo, dtype=dtype, device=device) * stride - padding).view(1, 1, wo)
+    gx = px.expand(-1, ho, wo) * (2.0 / max(w - 1, 1)) - 1.0
+    gy = py.expand(-1, ho, wo) * (2.0 / max(h - 1, 1)) - 1.0
+    return torch.stack([gx, gy], dim=-1)
+
+
+class DeformableConv2d(nn.Module):
+    """Deformable convolution whose offsets a zero-initialised plain convolution predicts."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1, padding: int | None = None,
+                 dilation: int = 1, bias: bool = True, backend: str = "auto"):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"deformable conv backend {backend!r}; choose one of {BACKENDS}")
+        padding = dilation * (kernel_size - 1) // 2 if padding is None else padding
+        self.conv = DeformConv2d(cin, cout, kernel_size, stride=stride, padding=padding,
+                                 dilation=dilation, bias=bias)
+        self.offset = nn.Conv2d(cin, 2 * kernel_size * kernel_size, kernel_size, stride=stride,
+                                padding=padding, dilation=dilation)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply_offsets(x, self.offset(x))
+
+    def apply_offsets(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        use_tv = self.backend == "torchvision" or (self.backend == "auto" and x.is_cuda)
+        if use_tv:
+            return deform_conv2d(x, offset, c.weight, c.bias, stride=c.stride, padding=c.padding,
+                                 dilation=c.dilation)
+        return deform_conv2d_grid_sample(x, offset, c.weight, c.bias, stride=c.stride[0],
+                                         padding=c.padding[0], dilation=c.dilation[0])
