@@ -190,7 +190,7 @@ def test_celeba_requires_accepting_terms_before_any_download(fake_server, tmp_pa
         fetch_source("celeba", tmp_path, accept_terms=False, urls_override=override, progress=False)
     msg = str(err.value)
     assert "NON-COMMERCIAL" in msg and "--accept-terms" in msg and ENV_ACCEPT in msg
-    assert fake_server.requests == []
+    assert fake_server.requests == [] and not (tmp_path / "celeba").exists()
     with pytest.raises(InpaintBenchError):  # accepting another source's terms is not enough
         fetch_source("celeba", tmp_path, accept_terms=["places365"], urls_override=override, progress=False)
     monkeypatch.setenv(ENV_ACCEPT, "dtd,celeba")

@@ -692,9 +692,9 @@ def fetch_source(source: str, raw_root: str | os.PathLike, *,
         if done is None or (wanted is not None and set(wanted) <= set(done)):
             return root
     keep_member = _category_filter(src, categories)
-    root.mkdir(parents=True, exist_ok=True)
     (root / COMPLETE).unlink(missing_ok=True)
-    _require_terms(src, root, accept_terms)
+    _require_terms(src, root, accept_terms)  # before anything is created or downloaded
+    root.mkdir(parents=True, exist_ok=True)
     entries = [_fetch_file(src, rf, root, urls_override, progress) for rf in src.files]
     extracted: list[str] = []
     for entry in entries:
