@@ -1,0 +1,165 @@
+"""DeepFill v2 (Yu et al. 2019, "Free-form image inpainting with gated convolution"), arch
+``deepfill_v2``.
+
+Generator (Sec. 3.1 and Fig. 3): every convolution is a gated convolution
+(layers/gated_conv.py). A *coarse network* (encoder with two stride-2 steps, four dilated gated
+convs with rates 2-4-8-16, decoder with resize-convolutions) produces a first estimate; its
+composite with the known pixels enters a *refinement network* with two parallel encoders: a
+dilated-conv branch and a branch with *contextual attention* (DeepFill v1, Yu et al. 2018,
+Sec. 3; layers/contextual_attention.py, per-sample masks), whose features are concatenated
+and decoded. Layer list as in the DeepFill v1/v2 networks; ``width`` is the number of *feature*
+channels of the first level (24 at published size: the released code's cnum = 48 conv outputs
+split into 24 features and 24 gates), doubled twice.
+
+Discriminator (Sec. 3.2): SN-PatchGAN on the composite image with the mask as an input channel
+(layers/patch_discriminators.py), hinge loss.
+
+Objective (Sec. 3.2, "Our final objective function for the inpainting network is only composed
+of pixel-wise ℓ1 reconstruction loss and SN-PatchGAN loss, with default loss balancing
+hyper-parameter as 1:1"): ℓ1 on the coarse and on the refined output (weight 1 each) plus the
+generator hinge loss (weight 1).
+
+Choices where the paper is silent:
+* the network works in [-1, 1] (input ``2x − 1``, holes set to 0, tanh outputs, as in the
+  released code); predictions are mapped back to [0, 1], the project convention, and the ℓ1
+  terms are computed in [0, 1] (half the [-1, 1] value);
+* input channels are the masked image and the mask (4); the optional user-sketch channel of
+  the paper is not used by this benchmark;
+* the discriminator scores the composite ``pred·mask + image·(1 − mask)``, the image the
+  generator delivers, as in the released code.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import BuildContext, InpaintModel, StepOutput, composite
+from .layers.contextual_attention import ContextualAttention
+from .layers.gated_conv import GatedConv2d, GatedUpConv2d
+from .layers.patch_discriminators import SNPatchGAN, hinge_d_loss, hinge_g_loss
+from .registry import register
+
+DEFAULT_WEIGHTS = {"l1_coarse": 1.0, "l1_refine": 1.0, "adv": 1.0}
+# built-in 64×64 CPU run (the constructor defaults) and the published widths (Sec. 4 / released code)
+SMALL_ARGS = {"width": 4, "disc_width": 8}
+PUBLISHED_ARGS = {"width": 24, "disc_width": 64}
+
+
+def _dilated_stack(ch: int) -> list[nn.Module]:
+    """Four dilated gated convs with rates 2, 4, 8, 16 (Fig. 3, both stages)."""
+    return [GatedConv2d(ch, ch, 3, dilation=d) for d in (2, 4, 8, 16)]
+
+
+def _decoder(cin: int, c: int) -> nn.Sequential:
+    """Decoder of both stages: two gated convs, two ×2 resize-convs, output gated conv (Fig. 3)."""
+    return nn.Sequential(
+        GatedConv2d(cin, 4 * c, 3), GatedConv2d(4 * c, 4 * c, 3),
+        GatedUpConv2d(4 * c, 2 * c), GatedConv2d(2 * c, 2 * c, 3),
+        GatedUpConv2d(2 * c, c), GatedConv2d(c, max(1, c // 2), 3),
+        GatedConv2d(max(1, c // 2), 3, 3, activation="none"),
+    )
+
+
+class CoarseNetwork(nn.Module):
+    """Stage 1 of Fig. 3: encoder (5×5, two stride-2 steps), dilated middle, decoder."""
+
+    def __init__(self, cin: int, c: int):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            GatedConv2d(cin, c, 5), GatedConv2d(c, 2 * c, 3, stride=2), GatedConv2d(2 * c, 2 * c, 3),
+            GatedConv2d(2 * c, 4 * c, 3, stride=2), GatedConv2d(4 * c, 4 * c, 3), GatedConv2d(4 * c, 4 * c, 3),
+            *_dilated_stack(4 * c),
+        )
+        self.decoder = _decoder(4 * c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.decoder(self.encoder(x)))
+
+
+class RefinementNetwork(nn.Module):
+    """Stage 2 of Fig. 3: dilated-conv branch ∥ contextual-attention branch, merged decoder."""
+
+    def __init__(self, cin: int, c: int, attention: ContextualAttention):
+        super().__init__()
+        self.conv_branch = nn.Sequential(
+            GatedConv2d(cin, c, 5), GatedConv2d(c, c, 3, stride=2), GatedConv2d(c, 2 * c, 3),
+            GatedConv2d(2 * c, 2 * c, 3, stride=2), GatedConv2d(2 * c, 4 * c, 3), GatedConv2d(4 * c, 4 * c, 3),
+            *_dilated_stack(4 * c),
+        )
+        self.attention_encoder = nn.Sequential(
+            GatedConv2d(cin, c, 5), GatedConv2d(c, c, 3, stride=2), GatedConv2d(c, 2 * c, 3),
+            GatedConv2d(2 * c, 4 * c, 3, stride=2), GatedConv2d(4 * c, 4 * c, 3),
+            GatedConv2d(4 * c, 4 * c, 3, activation="relu"),
+        )
+        self.attention = attention
+        self.attention_decoder = nn.Sequential(GatedConv2d(4 * c, 4 * c, 3), GatedConv2d(4 * c, 4 * c, 3))
+        self.decoder = _decoder(8 * c, c)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        conv_feats = self.conv_branch(x)
+        att = self.attention_encoder(x)
+        att = self.attention(att, att, mask)  # foreground and background: the same feature map
+        att = self.attention_decoder(att)
+        return torch.tanh(self.decoder(torch.cat([conv_feats, att], dim=1)))
+
+
+class DeepFillV2(InpaintModel):
+    def __init__(self, width: int = 4, disc_width: int = 8, disc_layers: int = 6, attention_rate: int = 2,
+                 softmax_scale: float = 10.0, fuse_k: int = 3, loss_weights: dict | None = None):
+        super().__init__()
+        unknown = set(loss_weights or {}) - set(DEFAULT_WEIGHTS)
+        if unknown:
+            raise TypeError(f"unknown deepfill_v2 loss weights {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
+        self.coarse = CoarseNetwork(4, width)
+        attention = ContextualAttention(ksize=3, rate=attention_rate, fuse_k=fuse_k, softmax_scale=softmax_scale)
+        self.refine = RefinementNetwork(4, width, attention)
+        self.discriminator = SNPatchGAN(in_channels=4, base=disc_width, n_layers=disc_layers)
+        self.weights = {**DEFAULT_WEIGHTS, **(loss_weights or {})}
+
+    @property
+    def discriminator(self) -> nn.Module:
+        # InpaintModel's class attribute `discriminator = None` would shadow the registered
+        # sub-module on plain attribute lookup; read it from the module registry instead.
+        return self._modules["discriminator"]
+
+    def stages(self, image_in: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(coarse, refined) outputs in [0, 1]."""
+        x = (image_in * 2 - 1) * (1 - mask)
+        coarse = self.coarse(torch.cat([x, mask], dim=1))
+        x2 = coarse * mask + x * (1 - mask)  # the coarse result fills the hole (Fig. 3)
+        refined = self.refine(torch.cat([x2, mask], dim=1), mask)
+        return (coarse + 1) / 2, (refined + 1) / 2
+
+    def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.stages(image_in, mask)[1]
+
+    def _scores(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(torch.cat([img * 2 - 1, mask], dim=1))
+
+    def generator_losses(self, image: torch.Tensor, mask: torch.Tensor) -> StepOutput:
+        coarse, pred = self.stages(image * (1 - mask), mask)
+        terms = {"l1_coarse": F.l1_loss(coarse, image), "l1_refine": F.l1_loss(pred, image)}
+        if self.weights["adv"] > 0:
+            # the generator term backprops *through* D; D's own weights need no gradient here
+            d_params = list(self.discriminator.parameters())
+            flags = [p.requires_grad for p in d_params]
+            for p in d_params:
+                p.requires_grad_(False)
+            try:
+                terms["adv"] = hinge_g_loss(self._scores(composite(pred, image, mask), mask))
+            finally:
+                for p, f in zip(d_params, flags):
+                    p.requires_grad_(f)
+        total = sum(self.weights[k] * v for k, v in terms.items())
+        return StepOutput(total, {k: float(v.detach()) for k, v in terms.items()}, pred)
+
+    def discriminator_losses(self, image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> StepOutput:
+        real, fake = hinge_d_loss(self._scores(image, mask), self._scores(composite(pred.detach(), image, mask), mask))
+        # the trainer prefixes these keys with "d_"
+        return StepOutput(real + fake, {"hinge_real": float(real.detach()), "hinge_fake": float(fake.detach())})
+
+
+@register("deepfill_v2")
+def build(args: dict, loss: dict, ctx: BuildContext) -> DeepFillV2:
+    return DeepFillV2(loss_weights=loss.get("weights"), **args)
