@@ -361,3 +361,13 @@ def test_composite_and_loss_weights(teacher_ckpt):
     assert torch.allclose(restored, composite(out.pred.clamp(0, 1), image, mask), atol=1e-6)
     with pytest.raises(InpaintBenchError, match="unknown SAHN loss weights"):
         registry.build("sahn", {}, {"weights": {"l1": 1.0}}, _ctx(teacher_ckpt, 32))
+
+
+def test_paper_scale_generator_runs():
+    torch.manual_seed(0)
+    gen = build_generator(PAPER_ARGS, [64, 256, 512]).eval()  # ResNet-50 teacher channels
+    image, mask = _batch(1, 64)
+    with torch.no_grad():
+        pred, priors = gen(image * (1 - mask), mask)
+    assert pred.shape == image.shape
+    assert [tuple(p.shape[1:]) for p in priors] == [(64, 64, 64), (256, 32, 32), (512, 16, 16)]
