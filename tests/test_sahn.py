@@ -295,6 +295,8 @@ def test_variant_trains_with_falling_generator_loss(teacher_ckpt, name):
     torch.manual_seed(0)
     model = registry.build("sahn", VARIANTS[name], {}, _ctx(teacher_ckpt, 32))
     model.train()
+    disc_ids = {id(p) for p in model.discriminator.parameters()}
+    assert disc_ids and not disc_ids & {id(p) for p in model.generator_parameters()}
     opt_g = torch.optim.Adam(model.generator_parameters(), 2e-3, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(model.discriminator.parameters(), 2e-3, betas=(0.0, 0.9))
     image, mask = _batch(2, 32)

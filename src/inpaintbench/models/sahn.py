@@ -306,6 +306,12 @@ class SAHN(InpaintModel):
     def discriminator(self) -> nn.Module:
         return self.disc
 
+    @discriminator.setter
+    def discriminator(self, value) -> None:
+        # a base class that initialises `self.discriminator = None` lands here: keep `disc`
+        if value is not None:
+            self.disc = value
+
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.generator(image_in, mask)[0]
 
