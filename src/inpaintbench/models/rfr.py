@@ -22,7 +22,9 @@ Losses (Sec. 3.3): λ_valid L_valid + λ_hole L_hole + λ_perc L_perc + λ_style
 1, 6, 0.05, 120 — Liu et al.'s losses without the TV term (train/losses.py `pconv_losses`, tv
 weight 0 by default), perceptual backbone from `build_backbone(ctx.perceptual, ctx)`.
 
-Published size: ``base`` 64 (reasoning widths 128-256-512), 6 recurrences.
+Published size: ``base`` 64 (reasoning widths 128-256-512), 6 recurrences: 31,224,100 parameters.
+Small default for the built-in 64×64 run: ``base`` 8, 3 recurrences: 490,257 parameters (the
+recurrence count shares weights and does not change the count).
 """
 from __future__ import annotations
 
@@ -121,7 +123,7 @@ class ResidualBottleneck(nn.Module):
 
 
 class RFRNet(InpaintModel):
-    def __init__(self, base: int = 8, recurrences: int = 6, levels: int = 3, dilated: int = 3,
+    def __init__(self, base: int = 8, recurrences: int = 3, levels: int = 3, dilated: int = 3,
                  propagate: int = 3, backbone: nn.Module | None = None, loss_weights: dict | None = None):
         super().__init__()
         if recurrences < 1:
