@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from inpaintbench.errors import InpaintBenchError
 from inpaintbench.models import deepfill_v2, lama
 from inpaintbench.models.base import BuildContext, count_parameters
-from inpaintbench.models.layers.contextual_attention import ContextualAttention
+from inpaintbench.models.layers.contextual_attention import ContextualAttention, propagate_scores
 from inpaintbench.models.layers.ffc import FFC, FourierUnit, SpectralTransform
 from inpaintbench.models.layers.gated_conv import GatedConv2d
 from inpaintbench.models.layers.patch_discriminators import NLayerPatchDiscriminator, SNPatchGAN
@@ -76,6 +76,25 @@ def test_contextual_attention_copies_the_matching_known_patch(rate, size):
     expected = feats[..., h0 - offset:h1 - offset, h0 - offset:h1 - offset]
     assert expected.abs().mean() > 0.5  # not trivially zero
     torch.testing.assert_close(out[..., h0:h1, h0:h1], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_attention_propagation_sums_scores_along_coherent_shifts():
+    """Step 2: s'(fg, bg) = Σ_i s(fg + i, bg + i), left-right then top-down, zero outside."""
+    h, w, k = 3, 4, 3
+    s = torch.randn(1, h * w, h * w, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    s5 = s.view(h, w, h, w)  # (y_bg, x_bg, y_fg, x_fg)
+
+    def at(t, yb, xb, yf, xf):
+        inside = 0 <= yb < h and 0 <= xb < w and 0 <= yf < h and 0 <= xf < w
+        return t[yb, xb, yf, xf] if inside else 0.0
+
+    lr = torch.zeros_like(s5)
+    for yb, xb, yf, xf in np.ndindex(h, w, h, w):
+        lr[yb, xb, yf, xf] = sum(at(s5, yb, xb + i, yf, xf + i) for i in (-1, 0, 1))
+    td = torch.zeros_like(s5)
+    for yb, xb, yf, xf in np.ndindex(h, w, h, w):
+        td[yb, xb, yf, xf] = sum(at(lr, yb + j, xb, yf + j, xf) for j in (-1, 0, 1))
+    torch.testing.assert_close(propagate_scores(s, h, w, k), td.reshape(1, h * w, h * w))
 
 
 def test_contextual_attention_uses_each_samples_own_mask():
@@ -282,3 +301,34 @@ def test_bad_arguments_are_user_errors():
         build("deepfill_v2", {"widht": 4}, {}, BuildContext())
     with pytest.raises(InpaintBenchError, match="lama_fourier"):
         build("lama_fourier", {}, {"weights": {"perceptual": 1.0}}, BuildContext(perceptual={"backbone": "none"}))
+
+
+@pytest.mark.parametrize("arch,args", [("deepfill_v2", deepfill_v2.SMALL_ARGS), ("lama_fourier", lama.SMALL_ARGS)])
+def test_checkpoint_round_trip_and_bf16_autocast(arch, args):
+    """The trainer saves model.state_dict() (spectral-norm parametrisations included) and runs
+    under bf16 autocast on CUDA; CPU autocast exercises the same dtype paths (FFT in fp32)."""
+    model = _build(arch, args).eval()
+    image, mask = _batch(2, 32)
+    copy = _build(arch, args).eval()
+    with torch.no_grad():
+        for p in copy.parameters():
+            p.add_(0.1)  # make the copy differ, so only load_state_dict can make it equal again
+        assert not torch.allclose(copy(image * (1 - mask), mask), model(image * (1 - mask), mask))
+        copy.load_state_dict(model.state_dict())
+        torch.testing.assert_close(copy(image * (1 - mask), mask), model(image * (1 - mask), mask))
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.generator_losses(image, mask)
+        d = model.discriminator_losses(image, mask, out.pred.detach())
+    (out.total + d.total).backward()
+    assert np.isfinite(float(out.total.detach())) and np.isfinite(float(d.total.detach()))
+
+
+def test_lama_perceptual_backbone_is_chosen_in_params():
+    ctx = BuildContext(perceptual={"backbone": "random-vgg16", "width": 0.25})
+    assert build("lama_fourier", lama.SMALL_ARGS, {}, ctx).backbone is not None
+    # the model's own loss.perceptual block overrides the global one
+    off = build("lama_fourier", lama.SMALL_ARGS, {"perceptual": {"backbone": "none"}}, ctx)
+    assert off.backbone is None
+    image, mask = _batch(2, 32)
+    assert "hrf_perceptual" not in off.generator_losses(image, mask).logs
