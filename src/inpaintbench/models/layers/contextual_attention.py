@@ -86,12 +86,12 @@ class ContextualAttention(nn.Module):
         hd, wd = h // r, w // r
         # matching grid: features downsampled by `rate` (average pooling, see module docstring)
         fg_d = F.avg_pool2d(fg, r) if r > 1 else fg
-        bg_d = F.avg_pool2d(bg, r) if r > 1 else bg
+        bg_d = fg_d if bg is fg else (F.avg_pool2d(bg, r) if r > 1 else bg)  # DeepFill passes f = b
         hole_d = F.adaptive_max_pool2d(mask.to(bg.dtype), (hd, wd))
 
         # step 1: cosine similarity of every fg patch with every bg patch, per sample
         fg_p = F.normalize(F.unfold(fg_d, k, padding=k // 2), dim=1, eps=1e-4)  # (n, C·k·k, L)
-        bg_p = F.normalize(F.unfold(bg_d, k, padding=k // 2), dim=1, eps=1e-4)
+        bg_p = fg_p if bg is fg else F.normalize(F.unfold(bg_d, k, padding=k // 2), dim=1, eps=1e-4)
         scores = torch.bmm(bg_p.transpose(1, 2), fg_p)  # (n, L_bg, L_fg)
         # a background patch is usable only if it contains no hole pixel (this sample's mask)
         valid = F.unfold(hole_d, k, padding=k // 2).amax(dim=1) == 0  # (n, L_bg)
