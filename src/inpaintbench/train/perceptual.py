@@ -100,10 +100,25 @@ def _vgg16_imagenet(cfg: dict, ctx) -> nn.Module:
     return VGG16Features(layers)
 
 
+def _vgg16_layers_scaled(width: float) -> nn.Sequential:
+    """VGG16's layers up to pool3 with every channel count scaled by `width` (1.0 = VGG16)."""
+    layers, cin = [], 3
+    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M"):
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            cout = max(4, int(round(v * width)))
+            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
+            cin = cout
+    return nn.Sequential(*layers)
+
+
 @register_backbone("random-vgg16")
 def _vgg16_random(cfg: dict, ctx) -> nn.Module:
+    """Seeded random VGG16 (to pool3). ``width`` < 1 thins every layer: the built-in CPU run uses
+    0.25, which cuts the loss network's cost 16-fold; 1.0 is VGG16's own shape."""
     seed = int(cfg.get("seed", getattr(ctx, "seed", 0)))
-    layers = _vgg16_layers()
+    layers = _vgg16_layers_scaled(float(cfg.get("width", 1.0)))
     gen = torch.Generator().manual_seed(seed)
     for m in layers.modules():
         if isinstance(m, nn.Conv2d):

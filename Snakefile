@@ -1,0 +1,19 @@
+# inpaintbench: params.yaml says what to run; Snakemake decides what must run and runs it.
+# Main job:  uv run snakemake --cores all          (built-in offline suite)
+# Papers:    uv run snakemake --cores all --config suite=papers
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/masks.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "reports/index.html",
+        expand("reports/experiments/{experiment}/report.json", experiment=EXPERIMENTS),
+    default_target: True

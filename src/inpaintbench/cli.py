@@ -1,0 +1,180 @@
+"""`inpaintbench <verb> ...`: every workflow step as a command (DESIGN.md). Thin: parse, call,
+print user errors without a traceback (exit status 2)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import paths
+from .errors import InpaintBenchError
+
+
+def _params(args):
+    from .config import load_params
+
+    return load_params(args.params)
+
+
+def cmd_validate(args) -> None:
+    p = _params(args)
+    print(f"{args.params}: OK ({len(p.raw['experiments'])} experiments, {len(p.raw['models'])} models, "
+          f"{len(p.train_jobs())} training jobs in suite {p.raw.get('suite')!r})")
+
+
+def cmd_fetch(args) -> None:
+    from .data.fetch import fetch_source
+
+    p = _params(args)
+    accept = args.accept_terms or p.raw.get("downloads", {}).get("accept_terms", [])
+    fetch_source(args.source, paths.DATA / "raw", accept_terms=accept)
+
+
+def cmd_prepare(args) -> None:
+    p = _params(args)
+    spec = p.dataset(args.dataset)
+    out = paths.prepared_dir(args.dataset)
+    if spec["source"] == "builtin":
+        from .data.builtin import build_builtin
+
+        build_builtin(args.dataset, spec, out, p.seed)
+    else:
+        from .data.prepare import prepare_real
+
+        prepare_real(args.dataset, spec, paths.DATA / "raw", out, seed=p.seed, workers=args.workers)
+
+
+def cmd_masks(args) -> None:
+    p = _params(args)
+    spec = p.maskset(args.maskset)
+    out = paths.maskset_dir(args.maskset, args.size)
+    if spec["source"] == "generated":
+        from .masks.generate import generate_maskset
+
+        generate_maskset(args.maskset, spec, out, args.size, p.seed)
+    else:
+        from .masks.nvidia import import_maskset
+
+        import_maskset(args.maskset, spec, paths.DATA / "raw", out, size=args.size)
+
+
+def cmd_pairs(args) -> None:
+    from .masks.buckets import make_pairs
+
+    p = _params(args)
+    exp = p.experiment(args.experiment)
+    split = args.split
+    manifest = paths.prepared_manifest(args.dataset)
+    if split == "val":
+        from .io import read_csv
+
+        if not any(r["split"] == "val" for r in read_csv(manifest)):
+            print(f"{args.dataset} has no 'val' split: validation pairs come from 'test' (used only for curves, never for selection)")
+            split = "test"
+    per_bucket = exp.get("pairs_per_bucket", 32)
+    if args.split == "val":
+        n_val = int(p.raw.get("training", {}).get("val_pairs", 16))
+        per_bucket = max(1, -(-n_val // len(exp["buckets"])))
+    out = make_pairs(image_manifest=manifest, mask_manifest=paths.maskset_manifest(exp["masks"], exp["size"]),
+                     buckets=p.buckets(args.experiment), split=split, per_bucket=per_bucket,
+                     seed_parts=(args.experiment, args.dataset), out_csv=paths.pairs_csv(args.experiment, args.dataset, args.split),
+                     seed=p.seed)
+    print(f"pairs -> {out}")
+
+
+def cmd_train(args) -> None:
+    from .train.trainer import train_job
+
+    train_job(_params(args), args.experiment, args.train, args.model, stop_after=args.stop_after,
+              track=not args.no_mlflow)
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluate import evaluate_job
+    from .train.devices import resolve_device
+
+    p = _params(args)
+    evaluate_job(p, args.experiment, args.train, args.model, device=resolve_device(p.device))
+
+
+def cmd_aggregate(args) -> None:
+    from .report.aggregate import aggregate_experiment
+
+    print(f"summary -> {aggregate_experiment(_params(args), args.experiment)}")
+
+
+def cmd_report(args) -> None:
+    from .report.build import build_experiment
+
+    build_experiment(_params(args), args.experiment)
+    print(f"report -> {paths.report_dir(args.experiment)}")
+
+
+def cmd_index(args) -> None:
+    from .report.build import build_index
+
+    p = _params(args)
+    print(f"index -> {build_index(p, args.experiments or p.active_experiments())}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="inpaintbench", description=__doc__)
+    ap.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    sub = ap.add_subparsers(dest="verb", required=True)
+    s = sub.add_parser("validate", help="check params.yaml")
+    s.set_defaults(fn=cmd_validate)
+    s = sub.add_parser("fetch", help="download, verify and extract a data source")
+    s.add_argument("source")
+    s.add_argument("--accept-terms", action="append", default=[], metavar="SOURCE",
+                   help="accept the terms of use of SOURCE (repeatable)")
+    s.set_defaults(fn=cmd_fetch)
+    s = sub.add_parser("prepare", help="build a prepared dataset (images + manifest)")
+    s.add_argument("dataset")
+    s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    s.set_defaults(fn=cmd_prepare)
+    s = sub.add_parser("masks", help="generate or import a mask set at a size")
+    s.add_argument("maskset")
+    s.add_argument("--size", type=int, required=True)
+    s.set_defaults(fn=cmd_masks)
+    s = sub.add_parser("pairs", help="fix the image↔mask pairs of a dataset for an experiment")
+    s.add_argument("experiment")
+    s.add_argument("dataset")
+    s.add_argument("--split", choices=["test", "val"], default="test")
+    s.set_defaults(fn=cmd_pairs)
+    s = sub.add_parser("train", help="train one model")
+    s.add_argument("experiment")
+    s.add_argument("train")
+    s.add_argument("model")
+    s.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this many steps")
+    s.add_argument("--no-mlflow", action="store_true")
+    s.set_defaults(fn=cmd_train)
+    s = sub.add_parser("evaluate", help="evaluate one model on the experiment's pairs")
+    s.add_argument("experiment")
+    s.add_argument("train")
+    s.add_argument("model")
+    s.set_defaults(fn=cmd_evaluate)
+    s = sub.add_parser("aggregate", help="per-bucket summary of an experiment")
+    s.add_argument("experiment")
+    s.set_defaults(fn=cmd_aggregate)
+    s = sub.add_parser("report", help="tables and figures of an experiment")
+    s.add_argument("experiment")
+    s.set_defaults(fn=cmd_report)
+    s = sub.add_parser("index", help="reports/index.html over experiments")
+    s.add_argument("experiments", nargs="*")
+    s.set_defaults(fn=cmd_index)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except InpaintBenchError as exc:
+        print(f"inpaintbench {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The one trainer for every learned model.
+
+Per step: a batch of training images (indices, flips and masks derived from the seed and the
+global step, so a resumed run sees exactly the batches an uninterrupted one would), the model's
+generator losses, a generator optimizer step, and — when the model has a discriminator — a
+discriminator step with its own optimizer. CUDA runs under bf16 autocast (params
+``training.amp``). Every ``checkpoint_every`` steps and at each epoch end the full state (model,
+optimizers, step, history, MLflow run id) is written atomically to ``last.pt``; a killed job
+started again resumes from it and ends with the same weights as an uninterrupted run (on CPU).
+After each epoch the model is scored on a fixed set of validation pairs (PSNR, SSIM, L1), and
+per-step losses and per-epoch metrics go to MLflow and to CSV files beside the checkpoint.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import paths
+from ..config import Params, derive_seed
+from ..errors import InpaintBenchError
+from ..evaluate import load_pairs, score, to_tensor
+from ..io import load_image, read_csv, write_csv, write_json
+from ..masks.generate import training_mask
+from ..models import registry
+from ..models.base import BuildContext
+from . import checkpoints
+from .devices import claim_gpu, resolve_device
+
+DEFAULT_TRAINING = {"batch_size": 8, "epochs": 4, "steps_per_epoch": 50, "checkpoint_every": 50,
+                    "val_pairs": 16, "num_threads": 0, "amp": "bf16", "mask_ratio": [0.05, 0.6],
+                    "log_every": 1}
+
+
+class ImageSet:
+    """The training split of a prepared dataset, decoded lazily and cached in memory."""
+
+    def __init__(self, manifest: Path, split: str, size: int, cache_limit_bytes: int = 2 << 30):
+        rows = [r for r in read_csv(manifest) if r["split"] == split]
+        if not rows:
+            raise InpaintBenchError(f"{manifest} has no {split!r} images to train on")
+        self.root = Path(manifest).parent
+        self.paths = [self.root / r["path"] for r in sorted(rows, key=lambda r: r["id"])]
+        self.size = size
+        self._cache: dict[int, np.ndarray] | None = {} if len(rows) * size * size * 12 < cache_limit_bytes else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        img = load_image(self.paths[i])
+        if img.shape[:2] != (self.size, self.size):
+            raise InpaintBenchError(f"{self.paths[i]} is not {self.size}x{self.size}; re-run prepare")
+        if self._cache is not None:
+            self._cache[i] = img
+        return img
+
+
+def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
+    params = list(parameters)
+    if not params:
+        raise InpaintBenchError("the model has no trainable parameters")
+    kind = cfg.get("name", "adam")
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[kind]
+    return opt_cls(params, lr=float(cfg.get("lr", 1e-4)), betas=tuple(cfg.get("betas", (0.9, 0.999))),
+                   weight_decay=float(cfg.get("weight_decay", 0.0)))
+
+
+def sample_batch(images: ImageSet, seed: int, step: int, batch_size: int, ratio_range) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(derive_seed(seed, "batch", step))
+    idx = rng.choice(len(images), batch_size, replace=len(images) < batch_size)
+    flips = rng.random(batch_size) < 0.5
+    imgs = [images[int(i)][:, ::-1] if f else images[int(i)] for i, f in zip(idx, flips)]
+    masks = [training_mask(images.size, rng, tuple(ratio_range)) for _ in range(batch_size)]
+    return imgs, masks
+
+
+def build_model(params: Params, experiment: str, train: str, model_name: str, seed: int, device: str):
+    spec = params.model(model_name)
+    labels_file = paths.prepared_dir(train) / "labels.txt"
+    ctx = BuildContext(
+        image_size=params.experiment(experiment)["size"], seed=seed,
+        perceptual=dict(params.raw.get("perceptual", {"backbone": "random-vgg16"})),
+        artifacts={r: str(paths.artifact(experiment, train, r)) for r in spec.get("requires", [])},
+        num_labels=len(labels_file.read_text().split()) if labels_file.exists() else 0, device=device)
+    torch.manual_seed(seed)
+    model = registry.build(spec["arch"], spec.get("args"), spec.get("loss"), ctx)
+    ctx_state = {k: v for k, v in ctx.__dict__.items() if k != "device"}
+    return model.to(device), ctx_state
+
+
+def train_job(params: Params, experiment: str, train: str, model_name: str, *, stop_after: int | None = None,
+              track: bool = True, progress: bool = True) -> Path | None:
+    """Train one model of one experiment; returns the final checkpoint (None if stopped early)."""
+    with claim_gpu() if params.device != "cpu" else _no_gpu():
+        return _train(params, experiment, train, model_name, stop_after=stop_after, track=track, progress=progress)
+
+
+class _no_gpu:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _train(params, experiment, train, model_name, *, stop_after, track, progress) -> Path | None:
+    spec = params.model(model_name)
+    if not registry.is_learned(spec["arch"]):
+        raise InpaintBenchError(f"model {model_name!r} ({spec['arch']}) is not trained")
+    cfg = {**DEFAULT_TRAINING, **params.training(model_name)}
+    device = resolve_device(params.device)
+    if cfg["num_threads"]:
+        torch.set_num_threads(int(cfg["num_threads"]))
+    seed = derive_seed(params.seed, "train", experiment, train, model_name)
+    out_dir = paths.run_dir(experiment, train, model_name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    size = params.experiment(experiment)["size"]
+    model, ctx_state = build_model(params, experiment, train, model_name, seed, device)
+    images = ImageSet(paths.prepared_manifest(train), "train", size)
+    val = load_pairs(paths.pairs_csv(experiment, train, "val"), size, limit=int(cfg["val_pairs"]))
+    opt_g = make_optimizer(model.generator_parameters(), cfg["optimizer"])
+    disc = model.discriminator
+    opt_d = make_optimizer(disc.parameters(), cfg.get("d_optimizer", cfg["optimizer"])) if disc is not None else None
+    epochs, spe = int(cfg["epochs"]), int(cfg["steps_per_epoch"])
+    total = epochs * spe
+    state = {"step": 0, "history": [], "epochs": [], "mlflow_run_id": None, "seconds": 0.0}
+    last = out_dir / "last.pt"
+    if last.exists():
+        saved = checkpoints.load(last)
+        model.load_state_dict(saved["model"])
+        opt_g.load_state_dict(saved["opt_g"])
+        if opt_d is not None:
+            opt_d.load_state_dict(saved["opt_d"])
+        state = saved["state"]
+        print(f"resuming {model_name} from step {state['step']} ({last})")
+    run = None
+    if track:
+        from ..tracking import Run
+
+        flat = {"model": model_name, "arch": spec["arch"], "experiment": experiment, "train_dataset": train,
+                "seed": params.seed, "device": device, "image_size": size,
+                "trainable_parameters": sum(p.numel() for p in model.generator_parameters()),
+                **{f"args.{k}": v for k, v in spec.get("args", {}).items()},
+                **{f"training.{k}": v for k, v in cfg.items()},
+                "perceptual": params.raw.get("perceptual", {}).get("backbone", "random-vgg16")}
+        run = Run(f"inpaintbench/{experiment}", f"{train}/{model_name}", flat,
+                  {"experiment": experiment, "train_dataset": train, "model": model_name},
+                  params.raw.get("mlflow"), run_id=state["mlflow_run_id"])
+        state["mlflow_run_id"] = run.run_id
+    amp = device == "cuda" and cfg["amp"] == "bf16"
+    started = time.perf_counter() - state["seconds"]
+    current_epoch = None
+
+    def save_state():
+        state["seconds"] = time.perf_counter() - started
+        checkpoints.save(last, {"model": model.state_dict(), "opt_g": opt_g.state_dict(),
+                                "opt_d": opt_d.state_dict() if opt_d is not None else None, "state": state})
+
+    bar = tqdm(total=total, initial=state["step"], desc=f"train {model_name}", disable=not progress, mininterval=2)
+    while state["step"] < total:
+        step = state["step"]
+        epoch = step // spe
+        if epoch != current_epoch:
+            model.on_epoch_start(epoch, epochs)
+            current_epoch = epoch
+        imgs, masks = sample_batch(images, seed, step, int(cfg["batch_size"]), cfg["mask_ratio"])
+        image, mask = to_tensor(imgs, device), to_tensor(masks, device)
+        model.train()
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            out = model.generator_losses(image, mask)
+        opt_g.zero_grad(set_to_none=True)
+        out.total.backward()
+        opt_g.step()
+        logs = {"loss": float(out.total.detach()), **out.logs}
+        if opt_d is not None:
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                d = model.discriminator_losses(image, mask, out.pred.detach())
+            opt_d.zero_grad(set_to_none=True)
+            d.total.backward()
+            opt_d.step()
+            logs.update({"d_loss": float(d.total.detach()), **{f"d_{k}": v for k, v in d.logs.items()}})
+        if not np.isfinite(logs["loss"]):
+            raise InpaintBenchError(f"training {model_name} diverged at step {step} (loss {logs['loss']}); lower the learning rate")
+        state["step"] = step + 1
+        if state["step"] % int(cfg["log_every"]) == 0:
+            state["history"].append({"step": state["step"], "epoch": epoch + 1, **logs})
+            if run:
+                run.log_metrics(logs, state["step"])
+        bar.update(1)
+        bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+        if state["step"] % spe == 0:
+            m = score(model, val, device)
+            row = {"epoch": epoch + 1, "step": state["step"],
+                   **{f"val_{k}": float(np.mean([r[k] for r in m])) for k in m[0]},
+                   "train_loss": float(np.mean([h["loss"] for h in state["history"] if h["epoch"] == epoch + 1] or [np.nan]))}
+            state["epochs"].append(row)
+            if run:
+                run.log_metrics({k: v for k, v in row.items() if k.startswith(("val_", "train_"))}, state["step"])
+                run.flush()
+        if state["step"] % int(cfg["checkpoint_every"]) == 0 or state["step"] % spe == 0:
+            save_state()
+        if stop_after is not None and state["step"] >= stop_after and state["step"] < total:
+            save_state()
+            bar.close()
+            if run:
+                run.flush()
+            return None
+    bar.close()
+    seconds = time.perf_counter() - started
+    final = paths.checkpoint(experiment, train, model_name)
+    checkpoints.save(final, {"model": model.state_dict(), "arch": spec["arch"], "args": spec.get("args", {}),
+                             "loss": spec.get("loss", {}), "context": ctx_state, "model_name": model_name,
+                             "steps": total})
+    history_keys = sorted({k for h in state["history"] for k in h} - {"step", "epoch"})
+    write_csv(out_dir / "history.csv", state["history"], ["step", "epoch", *history_keys])
+    write_csv(out_dir / "epochs.csv", state["epochs"], list(state["epochs"][0].keys()) if state["epochs"] else ["epoch"])
+    info = {"model": model_name, "arch": spec["arch"], "steps": total, "train_seconds": round(seconds, 2),
+            "device": device, "trainable_parameters": sum(p.numel() for p in model.generator_parameters()),
+            "mlflow_run_id": state["mlflow_run_id"], "final_val": state["epochs"][-1] if state["epochs"] else None}
+    write_json(out_dir / "run.json", info)
+    if run:
+        run.log_artifact(final)
+        run.log_metrics({"train_seconds": seconds}, total)
+        run.finish()
+    last.unlink(missing_ok=True)
+    print(f"trained {model_name} on {train}: {total} steps in {seconds:.1f} s on {device} -> {final}")
+    return final

@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny params file and a tiny project folder that steps can run in."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def tiny_params(models=None, extra_models=None) -> dict:
+    """A complete, small params dict: 32 px, a few images, a few steps."""
+    models = models or ["copy-input", "biharmonic", "pconv"]
+    all_models = {
+        "copy-input": {"arch": "copy_input"},
+        "biharmonic": {"arch": "biharmonic"},
+        "pconv": {"arch": "pconv_unet", "args": {"base": 8, "depth": 3}},
+        **(extra_models or {}),
+    }
+    return {
+        "seed": 0,
+        "device": "cpu",
+        "suite": "tiny",
+        "suites": {"tiny": ["tiny"]},
+        "datasets": {
+            "photos": {"source": "builtin", "images": "photos", "size": 32, "n_train": 24, "n_val": 4, "n_test": 6},
+            "textures": {"source": "builtin", "images": "textures", "size": 32, "n_train": 6, "n_val": 3, "n_test": 6},
+        },
+        "masks": {"generated": {"source": "generated", "count": 60, "ratio_range": [0.05, 0.6]}},
+        "perceptual": {"backbone": "random-vgg16", "width": 0.25},
+        "training": {"batch_size": 4, "epochs": 2, "steps_per_epoch": 3, "checkpoint_every": 2, "val_pairs": 3,
+                     "num_threads": 1, "mask_ratio": [0.1, 0.5], "optimizer": {"name": "adam", "lr": 1.0e-3}},
+        "models": {m: all_models[m] for m in models},
+        "experiments": {
+            "tiny": {"size": 32, "runs": [{"train": "photos", "eval": ["photos", "textures"]}], "models": models,
+                     "masks": "generated", "buckets": ["(0.1, 0.3]", "(0.3, 0.5]"], "pairs_per_bucket": 3,
+                     "samples_per_bucket": 1},
+        },
+    }
+
+
+def write_params(folder: Path, params: dict) -> Path:
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """An empty project folder with a tiny params.yaml; the test runs inside it."""
+    write_params(tmp_path, tiny_params())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path
+
+
+def copy_workflow(dest: Path) -> None:
+    """Copy the files a workflow run needs (Snakefile, rules, dvc.yaml) into `dest`."""
+    shutil.copy(ROOT / "Snakefile", dest / "Snakefile")
+    shutil.copy(ROOT / "dvc.yaml", dest / "dvc.yaml")
+    shutil.copytree(ROOT / "workflow", dest / "workflow")

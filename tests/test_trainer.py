@@ -1,0 +1,98 @@
+"""The trainer: resume after a kill gives the same weights; losses fall; MLflow runs are complete."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from inpaintbench import paths
+from inpaintbench.cli import main
+from inpaintbench.config import load_params
+from inpaintbench.train import checkpoints
+from inpaintbench.train.trainer import train_job
+
+
+@pytest.fixture
+def prepared(project):
+    for argv in (["prepare", "photos"], ["prepare", "textures"], ["masks", "generated", "--size", "32"],
+                 ["pairs", "tiny", "photos", "--split", "val"], ["pairs", "tiny", "photos"], ["pairs", "tiny", "textures"]):
+        assert main(argv) == 0
+    return project
+
+
+def _weights(path):
+    return checkpoints.load(path)["model"]
+
+
+def test_resume_after_kill_gives_the_same_weights(prepared):
+    params = load_params()
+    full = train_job(params, "tiny", "photos", "pconv", track=False, progress=False)
+    reference = {k: v.clone() for k, v in _weights(full).items()}
+    full.unlink()
+    # "kill" after 4 of 6 steps (mid-epoch 2, after a checkpoint at step 4), then start again
+    assert train_job(params, "tiny", "photos", "pconv", stop_after=4, track=False, progress=False) is None
+    last = paths.run_dir("tiny", "photos", "pconv") / "last.pt"
+    assert last.exists() and checkpoints.load(last)["state"]["step"] == 4
+    resumed = train_job(params, "tiny", "photos", "pconv", track=False, progress=False)
+    again = _weights(resumed)
+    assert reference.keys() == again.keys()
+    for k in reference:
+        assert torch.equal(reference[k], again[k]), k
+    assert not last.exists()
+    hist = pd.read_csv(paths.run_dir("tiny", "photos", "pconv") / "history.csv")
+    assert list(hist["step"]) == list(range(1, 7))
+
+
+def test_training_loss_falls(prepared):
+    p = load_params()
+    p.raw["training"].update(epochs=1, steps_per_epoch=40, batch_size=4)
+    p.raw["training"]["optimizer"]["lr"] = 2e-3
+    train_job(p, "tiny", "photos", "pconv", track=False, progress=False)
+    hist = pd.read_csv(paths.run_dir("tiny", "photos", "pconv") / "history.csv")
+    first, last = hist["loss"].iloc[:8].mean(), hist["loss"].iloc[-8:].mean()
+    assert last < 0.8 * first, (first, last)
+
+
+def test_mlflow_run_has_params_metrics_tags_and_checkpoint(prepared):
+    from mlflow.tracking import MlflowClient
+
+    train_job(load_params(), "tiny", "photos", "pconv", progress=False)
+    info = json.loads((paths.run_dir("tiny", "photos", "pconv") / "run.json").read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
+    run = client.get_run(info["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model"] == "pconv" and run.data.params["training.batch_size"] == "4"
+    assert "git_commit" in run.data.tags and "version.torch" in run.data.tags
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 6  # every step
+    assert len(client.get_metric_history(run.info.run_id, "val_psnr")) == 2  # every epoch
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["model.pt"]
+
+
+PARALLEL = """
+import sys
+from inpaintbench.tracking import Run
+r = Run("parallel", f"job{sys.argv[1]}", {"i": sys.argv[1]}, {})
+for step in range(30):
+    r.log_metrics({"loss": 1.0 / (step + 1)}, step)
+    if step % 5 == 4:
+        r.flush()
+r.finish()
+print(r.run_id)
+"""
+
+
+def test_parallel_jobs_do_not_lose_or_corrupt_runs(project):
+    procs = [subprocess.Popen([sys.executable, "-c", PARALLEL, str(i)], stdout=subprocess.PIPE, text=True) for i in range(4)]
+    ids = [p.communicate(timeout=300)[0].strip().splitlines()[-1] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    for run_id in ids:
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run_id, "loss")) == 30
+    exp = client.get_experiment_by_name("parallel")
+    assert len(client.search_runs([exp.experiment_id])) == 4

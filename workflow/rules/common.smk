@@ -1,0 +1,81 @@
+# Helpers shared by the rules: the validated params, the active experiments, and input functions.
+import os
+import sys
+
+from snakemake.resources import Resource
+
+from inpaintbench import paths
+from inpaintbench.config import Params
+from inpaintbench.errors import InpaintBenchError
+
+try:
+    PARAMS = Params(dict(config))
+except InpaintBenchError as exc:
+    sys.exit(f"inpaintbench: {exc}")
+
+EXPERIMENTS = PARAMS.active_experiments(config.get("suite"))
+PARAMS_FILE = "params.yaml"
+
+
+def _gpu_count():
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:
+        return 0
+
+
+# Local runs ignore `resources:` unless a limit is given, and a root Snakefile does not read
+# workflow/profiles/default by itself. So, unless the user passed --resources gpu=N, limit GPU
+# jobs to the number of visible GPUs (at least 1, so CPU-only machines still run the jobs, which
+# then train on the CPU). The trainer also claims a GPU slot with a file lock (train/devices.py).
+if "gpu" not in workflow.global_resources:
+    workflow.global_resources["gpu"] = Resource("gpu", max(1, _gpu_count()))
+
+
+wildcard_constraints:
+    experiment="[^/]+",
+    dataset="[^/]+",
+    train="[^/]+",
+    model="[^/]+",
+    source="[^/]+",
+    maskset="[^/]+?",
+    size="[0-9]+",
+    split="test|val",
+
+
+def raw_marker(source):
+    return str(paths.raw_dir(source) / ".complete")
+
+
+def needs_download(source):
+    return source not in ("builtin", "generated", "paris-streetview")
+
+
+def dataset_inputs(wildcards):
+    src = PARAMS.dataset(wildcards.dataset)["source"]
+    return [raw_marker(src)] if needs_download(src) else []
+
+
+def maskset_inputs(wildcards):
+    src = PARAMS.maskset(wildcards.maskset)["source"]
+    return [raw_marker(src)] if needs_download(src) else []
+
+
+def experiment_datasets(experiment):
+    exp = PARAMS.experiment(experiment)
+    return list(dict.fromkeys(d for run in exp["runs"] for d in [run["train"], *run["eval"]]))
+
+
+def train_targets(experiments):
+    return [str(paths.checkpoint(j.experiment, j.train, j.model)) for j in PARAMS.train_jobs(experiments)]
+
+
+def eval_targets(experiments):
+    out = []
+    for e in experiments:
+        exp = PARAMS.experiment(e)
+        for run in exp["runs"]:
+            out += [str(paths.metrics_csv(e, run["train"], m)) for m in exp["models"]]
+    return out

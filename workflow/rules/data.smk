@@ -1,0 +1,32 @@
+# Data: download + verify + extract (fetch), then resize/crop/split into a manifest (prepare).
+
+
+rule fetch:
+    output:
+        "data/raw/{source}/.complete",
+    log:
+        "logs/fetch/{source}.log",
+    shell:
+        "inpaintbench fetch {wildcards.source} > {log} 2>&1"
+
+
+rule prepare:
+    input:
+        dataset_inputs,
+    output:
+        manifest="data/prepared/{dataset}/manifest.csv",
+        labels="data/prepared/{dataset}/labels.txt",
+    params:
+        spec=lambda w: PARAMS.section_hash("seed", extra=PARAMS.dataset(w.dataset)),
+    log:
+        "logs/prepare/{dataset}.log",
+    threads: 2
+    shell:
+        "inpaintbench prepare {wildcards.dataset} --workers {threads} > {log} 2>&1"
+
+
+rule data_all:
+    input:
+        lambda w: [str(paths.prepared_manifest(d)) for e in EXPERIMENTS for d in experiment_datasets(e)],
+        lambda w: [str(paths.pairs_csv(e, d, "test")) for e in EXPERIMENTS for d in experiment_datasets(e)],
+        lambda w: [str(paths.pairs_csv(j.experiment, j.train, "val")) for j in PARAMS.train_jobs(EXPERIMENTS)],
