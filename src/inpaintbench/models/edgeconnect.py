@@ -31,8 +31,8 @@ no_grad (frozen parts in eval mode, so spectral norm's power iteration does not 
 their gradients are cleared, so the trainer's single generator optimizer and single
 discriminator optimizer (over the ModuleDict {edge: D1, image: D2}) never move them.
 
-Sizes: the small default (``base`` 6, ``disc_base`` 8, 8 residual blocks) has 281,886 parameters
-(G1 + G2 193,054); the published size (``base`` 64, ``disc_base`` 64) has 27,067,332 (each
+Sizes: the small default for the built-in 64×64 run (``base`` 4, ``disc_base`` 8, still 8 residual
+blocks) has 175,552 parameters (G1 + G2: 86,720); the published size (``base`` 64, ``disc_base`` 64) has 27,067,332 (each
 generator 10.8 M, each discriminator 2.76 M).
 
 Log keys (generator): edge stage `edge_adv`, `edge_fm`; image/joint stages `img_l1`, `img_adv`,
@@ -103,7 +103,7 @@ def stage_for_epoch(epoch: int, num_epochs: int, g1_fraction: float, joint_fract
 
 
 class EdgeConnect(InpaintModel):
-    def __init__(self, base: int = 6, res_blocks: int = 8, disc_base: int = 8, sigma: float = 2.0,
+    def __init__(self, base: int = 4, res_blocks: int = 8, disc_base: int = 8, sigma: float = 2.0,
                  low_threshold: float | None = None, high_threshold: float | None = None,
                  g1_fraction: float = 0.5, joint_fraction: float = 0.0,
                  backbone: nn.Module | None = None, loss_weights: dict | None = None):

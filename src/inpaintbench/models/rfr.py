@@ -23,8 +23,9 @@ Losses (Sec. 3.3): λ_valid L_valid + λ_hole L_hole + λ_perc L_perc + λ_style
 weight 0 by default), perceptual backbone from `build_backbone(ctx.perceptual, ctx)`.
 
 Published size: ``base`` 64 (reasoning widths 128-256-512), 6 recurrences: 31,224,100 parameters.
-Small default for the built-in 64×64 run: ``base`` 8, 3 recurrences: 490,257 parameters (the
-recurrence count shares weights and does not change the count).
+Small default for the built-in 64×64 run: ``base`` 4, 2 recurrences: 123,257 parameters (the
+recurrence count shares weights and does not change the count; at 64×64 the head plus two
+recurrences reach about 34 pixels into a hole, 12 more per recurrence).
 """
 from __future__ import annotations
 
@@ -123,7 +124,7 @@ class ResidualBottleneck(nn.Module):
 
 
 class RFRNet(InpaintModel):
-    def __init__(self, base: int = 8, recurrences: int = 3, levels: int = 3, dilated: int = 3,
+    def __init__(self, base: int = 4, recurrences: int = 2, levels: int = 3, dilated: int = 3,
                  propagate: int = 3, backbone: nn.Module | None = None, loss_weights: dict | None = None):
         super().__init__()
         if recurrences < 1:
