@@ -16,13 +16,15 @@ Discriminator (Sec. 3.2): SN-PatchGAN on the composite image with the mask as an
 
 Objective (Sec. 3.2, "Our final objective function for the inpainting network is only composed
 of pixel-wise ℓ1 reconstruction loss and SN-PatchGAN loss, with default loss balancing
-hyper-parameter as 1:1"): ℓ1 on the coarse and on the refined output (weight 1 each) plus the
-generator hinge loss (weight 1).
+hyper-parameter as 1:1"): ℓ1 on the coarse and on the refined output plus the generator hinge
+loss, balanced 1:1. The network works on [-1, 1] images as in the released code,
+the ℓ1 terms are computed on [0, 1] (half the value), so their default weight is 2 — the paper's
+1:1 balance on its own pixel scale.
 
 Choices where the paper is silent:
 * the network works in [-1, 1] (input ``2x − 1``, holes set to 0, tanh outputs, as in the
   released code); predictions are mapped back to [0, 1], the project convention, and the ℓ1
-  terms are computed in [0, 1] (half the [-1, 1] value);
+  terms are computed in [0, 1] (half the [-1, 1] value, hence weight 2, see above);
 * input channels are the masked image and the mask (4); the optional user-sketch channel of
   the paper is not used by this benchmark;
 * the discriminator scores the composite ``pred·mask + image·(1 − mask)``, the image the
@@ -40,7 +42,9 @@ from .layers.gated_conv import GatedConv2d, GatedUpConv2d
 from .layers.patch_discriminators import SNPatchGAN, hinge_d_loss, hinge_g_loss
 from .registry import register
 
-DEFAULT_WEIGHTS = {"l1_coarse": 1.0, "l1_refine": 1.0, "adv": 1.0}
+# 1:1 on the paper's [-1, 1] pixel scale; the ℓ1 terms here are computed (and logged) on the
+# project's [0, 1] scale, half as large, so their weight is 2 to keep the paper's balance
+DEFAULT_WEIGHTS = {"l1_coarse": 2.0, "l1_refine": 2.0, "adv": 1.0}
 # built-in 64×64 CPU run (the constructor defaults) and the published widths (Sec. 4 / released code)
 SMALL_ARGS = {"width": 4, "disc_width": 8}
 PUBLISHED_ARGS = {"width": 24, "disc_width": 64}
