@@ -250,9 +250,9 @@ def build_meta(args: dict) -> CCSANet:
 def test_parameter_counts_and_switches():
     default = build_meta(DEFAULT_ARGS)
     paper = build_meta(PAPER_SCALE_ARGS)
-    assert default.widths == [16, 32, 64, 64]
+    assert default.widths == [12, 24, 48, 48]
     assert paper.widths == [128, 256, 512, 896]
-    assert n_params(default) == 466_301
+    assert n_params(default) == 263_171
     assert n_params(paper) == 99_989_877  # Table 3: 100 M
     for args in (DEFAULT_ARGS, PAPER_SCALE_ARGS):
         counts = {(r, a): n_params(build_meta({**args, "res": r, "att": a})) for r in (0, 1) for a in (0, 1)}

@@ -21,8 +21,8 @@ hole when more than half of the input pixels it covers are holes (used by SCA an
 the partial convolutions keep their own updated masks, Liu et al. 2018).
 
 Widths: BB_j has min(base * 2^(j-1), max_width) channels; ``depth`` partial convs per BB path.
-Small default (built-in 64x64 run): base 16, max_width 64, depth 1. Paper scale (Table 3 reports
-100 M parameters; widths are not given): base 128, max_width 896, depth 4 (see
+Small default (built-in 64x64 run): base 12, max_width 48, depth 1 (263,171 parameters).
+Paper scale (Table 3 reports 100 M parameters; widths are not given): base 128, max_width 896, depth 4 (see
 ``PAPER_SCALE_ARGS``: widths 128, 256, 512, 896, chosen so that the count, 99,989,877, matches
 Table 3; asserted in tests/test_ccsa.py).
 
@@ -47,7 +47,7 @@ from .layers.ccsa_blocks import BasicBlock, MultiScaleFusion, SemanticResidualAt
 from .registry import register
 
 NUM_SCALES = 4  # "four BBs are included, each BB represents a distinct scale space" (Sec. 3.1)
-DEFAULT_ARGS = {"base": 16, "max_width": 64, "depth": 1, "res": True, "att": True}
+DEFAULT_ARGS = {"base": 12, "max_width": 48, "depth": 1, "res": True, "att": True}
 PAPER_SCALE_ARGS = {"base": 128, "max_width": 896, "depth": 4, "res": True, "att": True}
 
 
@@ -57,7 +57,7 @@ def level_hole(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class CCSANet(InpaintModel):
-    def __init__(self, base: int = 16, max_width: int = 64, depth: int = 1, res: bool = True,
+    def __init__(self, base: int = 12, max_width: int = 48, depth: int = 1, res: bool = True,
                  att: bool = True, smooth_k: int = 3, softmax_scale: float = 10.0,
                  sra_reduction: int = 4, backbone: nn.Module | None = None, loss_weights: dict | None = None):
         super().__init__()

@@ -1,0 +1,115 @@
+"""Parameter count and inference time of any registered model spec (Table 3 of the CCSA paper:
+"Model parameters for image inpainting with size of 128*128. Inference time is taken from the
+average of 20 inference tests").
+
+    from model_efficiency import efficiency
+    efficiency("ccsa", {"base": 16}, size=128, device="cpu")
+    # -> {"arch", "args", "size", "batch", "device", "device_name", "params", "ms", "ms_median", "repeats"}
+
+    uv run python scripts/model_efficiency.py --arch ccsa --args '{"base": 16}' --size 128 --device cpu
+
+params: trainable generator parameters (``generator_parameters()``): frozen loss backbones and
+discriminators are not counted. ms: mean wall time of one ``forward(image_in, mask)`` (batch 1
+unless asked, eval mode, no grad, CUDA synchronised) over `repeats` runs after `warmup` runs;
+ms_median beside it. A classical model (no parameters) is timed on ``inpaint_numpy``.
+The input is a seeded random image and an irregular mask with about 40 % holes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from inpaintbench.models.base import BuildContext
+from inpaintbench.models.registry import build
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return f"CPU {line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def sample_input(size: int, batch: int = 1, seed: int = 0, hole_ratio: float = 0.4):
+    """A seeded image in [0,1] and a blob-shaped hole mask (N1HW, 1 = hole) of about `hole_ratio`."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(batch, 3, size, size, generator=g)
+    noise = F.interpolate(torch.rand(batch, 1, 8, 8, generator=g), size=(size, size), mode="bilinear",
+                          align_corners=False)
+    threshold = torch.quantile(noise.flatten(1), 1 - hole_ratio, dim=1).view(batch, 1, 1, 1)
+    return image, (noise > threshold).float()
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(device))
+
+
+def efficiency(arch: str, args: dict | None = None, size: int = 128, device: str = "cpu", batch: int = 1,
+               repeats: int = 20, warmup: int = 3, ctx: BuildContext | None = None, seed: int = 0) -> dict:
+    ctx = ctx or BuildContext(image_size=size, seed=seed, perceptual={"backbone": "none"}, device=device)
+    torch.manual_seed(seed)
+    model = build(arch, args or {}, {}, ctx)
+    image, mask = sample_input(size, batch, seed)
+    if getattr(model, "learned", True):
+        model = model.to(device).eval()
+        params = sum(p.numel() for p in model.generator_parameters())
+        image, mask = image.to(device), mask.to(device)
+        image_in = image * (1 - mask)
+
+        def run():
+            with torch.no_grad():
+                model(image_in, mask)
+    else:
+        params = 0
+        img_np, mask_np = image[0].permute(1, 2, 0).numpy(), mask[0, 0].numpy()
+
+        def run():
+            model.inpaint_numpy(np.ascontiguousarray(img_np), np.ascontiguousarray(mask_np))
+    for _ in range(warmup):
+        run()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"arch": arch, "args": dict(args or {}), "size": size, "batch": batch, "device": device,
+            "device_name": device_name(device), "params": int(params), "ms": statistics.fmean(times),
+            "ms_median": statistics.median(times), "repeats": repeats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", required=True)
+    parser.add_argument("--args", default="{}", help="model args as JSON")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    ns = parser.parse_args(argv)
+    if ns.threads:
+        torch.set_num_threads(ns.threads)
+    result = efficiency(ns.arch, json.loads(ns.args), ns.size, ns.device, ns.batch, ns.repeats)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
