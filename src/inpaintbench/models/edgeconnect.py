@@ -1,25 +1,27 @@
 """EdgeConnect (Nazeri et al. 2019, "EdgeConnect: generative image inpainting with adversarial
 edge learning"): a baseline of the benchmark, written from the paper's description.
 
-Two stages (Sec. 3, Fig. 2):
+Two stages (Sec. 3, Fig. 2; equation numbers as in the arXiv version, 1901.00212):
 
 * G1, the edge generator (Sec. 3.1): input the masked greyscale image Ĩ_gray = I_gray ⊙ (1-M),
   the masked Canny edge map C̃_gt (here: Canny on the known region only, layers/edge_canny.py)
-  and the mask M; output C_pred, the edge map completed in the hole. Trained with
-      min_G1 max_D1  λ_adv,1 L_adv,1 + λ_FM L_FM,   λ_adv,1 = 1, λ_FM = 10        (Eq. 1)
-      L_adv,1 = E[log D1(C_gt, I_gray)] + E[log(1 - D1(C_pred, I_gray))]          (Eq. 2)
-      L_FM = E[Σ_i 1/N_i ||D1^(i)(C_gt) - D1^(i)(C_pred)||_1]                     (Eq. 3)
+  and the mask M; output C_pred = G1(Ĩ_gray, C̃_gt, M), the edge map completed in the hole (Eq. 1).
+  Trained with
+      min_G1 max_D1  λ_adv,1 L_adv,1 + λ_FM L_FM,   λ_adv,1 = 1, λ_FM = 10        (Eq. 2)
+      L_adv,1 = E[log D1(C_gt, I_gray)] + E[log(1 - D1(C_pred, I_gray))]          (Eq. 3)
+      L_FM = E[Σ_i 1/N_i ||D1^(i)(C_gt) - D1^(i)(C_pred)||_1]                     (Eq. 4)
 * G2, the image generator (Sec. 3.2): input the masked colour image Ĩ_gt and the composite edge
-  map C_comp = C_gt ⊙ (1-M) + C_pred ⊙ M (Eq. 4; the known-region edges stand in for
-  C_gt ⊙ (1-M), exactly as at inference); output I_pred (Eq. 5). Trained with
+  map C_comp = C_gt ⊙ (1-M) + C_pred ⊙ M (the known-region edges stand in for C_gt ⊙ (1-M),
+  exactly as at inference); output I_pred = G2(Ĩ_gt, C_comp) (Eq. 5). Trained with
       λ_ℓ1 L_ℓ1 + λ_adv,2 L_adv,2 + λ_p L_perc + λ_s L_style,
-      λ_ℓ1 = 1, λ_adv,2 = λ_p = 0.1, λ_s = 250                                   (Eq. 6-9)
-  L_ℓ1 is normalised by the mask size (Sec. 3.2: mean |I_pred - I_gt| / mean(M), our reading of
-  "normalized by the mask size"); L_perc (Eq. 7) and L_style (Eq. 8, Gram matrices) use the
-  perceptual backbone chosen in params (`build_backbone(ctx.perceptual, ctx)`; the paper uses
-  ImageNet VGG-19, the offline default is a random VGG16 — the report names it).
+      λ_ℓ1 = 1, λ_adv,2 = λ_p = 0.1, λ_s = 250                                   (Eq. 9)
   L_adv,2 = E[log D2(I_gt, C_comp)] + E[log(1 - D2(I_pred, C_comp))] (Eq. 6): D2 is conditioned
-  on C_comp by channel concatenation, as the equation is written.
+  on C_comp by channel concatenation, as the equation is written. L_ℓ1 is normalised by the
+  mask size (Sec. 3.2: mean |I_pred - I_gt| / mean(M), our reading of "normalized by the mask
+  size"). L_perc (Eq. 7, L1 between feature maps) and L_style (Eq. 8, L1 between Gram matrices)
+  use the perceptual backbone chosen in params (`build_backbone(ctx.perceptual, ctx)`; the
+  paper uses ImageNet VGG-19 relu1_1..relu5_1 / relu2_2..relu5_2, the offline default is a
+  random VGG16 to pool3 — the report names it), computed on I_pred as in the paper.
 
 Adversarial terms use the non-saturating log loss (BCE on logits); the generators minimise
 -log D(fake). Training schedule (Sec. 4 "Training"): the paper trains G1, then G2, then
@@ -31,9 +33,9 @@ no_grad (frozen parts in eval mode, so spectral norm's power iteration does not 
 their gradients are cleared, so the trainer's single generator optimizer and single
 discriminator optimizer (over the ModuleDict {edge: D1, image: D2}) never move them.
 
-Sizes: the small default for the built-in 64×64 run (``base`` 4, ``disc_base`` 8, still 8 residual
-blocks) has 175,552 parameters (G1 + G2: 86,720); the published size (``base`` 64, ``disc_base`` 64) has 27,067,332 (each
-generator 10.8 M, each discriminator 2.76 M).
+Sizes: the small default for the built-in 64×64 run (``base`` 4, ``disc_base`` 8, still 8
+residual blocks) has 175,552 parameters (G1 + G2: 86,720); the published size (``base`` 64,
+``disc_base`` 64) has 27,067,332 (each generator 10.8 M, each discriminator 2.76 M).
 
 Log keys (generator): edge stage `edge_adv`, `edge_fm`; image/joint stages `img_l1`, `img_adv`,
 `img_perceptual`, `img_style`; every stage `stage` (1 edge, 2 image, 3 joint). Discriminator:
@@ -119,7 +121,7 @@ class EdgeConnect(InpaintModel):
         self.g1 = EdgeConnectGenerator(3, 1, base, res_blocks, sn=True, out="sigmoid")     # Sec. 3.1
         self.g2 = EdgeConnectGenerator(4, 3, base, res_blocks, sn=False, out="tanh01")     # Sec. 3.2
         self.discriminator = nn.ModuleDict({
-            "edge": PatchDiscriminator(2, disc_base),    # D1(C, I_gray), Eq. 2
+            "edge": PatchDiscriminator(2, disc_base),    # D1(C, I_gray), Eq. 3
             "image": PatchDiscriminator(4, disc_base),   # D2(I, C_comp), Eq. 6
         })
         self.backbone = backbone
@@ -171,7 +173,7 @@ class EdgeConnect(InpaintModel):
 
     @staticmethod
     def composite_edges(edges_in: torch.Tensor, edges_pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """C_comp = C ⊙ (1-M) + C_pred ⊙ M (Eq. 4)."""
+        """C_comp = C ⊙ (1-M) + C_pred ⊙ M (Sec. 3.2, the input of Eq. 5)."""
         return edges_in * (1 - mask) + edges_pred * mask
 
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -187,7 +189,7 @@ class EdgeConnect(InpaintModel):
                 "edges_pred": edges_pred, "edges_comp": self.composite_edges(edges_in, edges_pred, mask)}
 
     def _edge_losses(self, run: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """Eq. 1-3: non-saturating adversarial term + feature matching against C_gt."""
+        """Eq. 2-4: non-saturating adversarial term + feature matching against C_gt."""
         d1 = self.discriminator["edge"]
         edges_gt = full_edges(run["gray"], self.canny["sigma"], self.canny["low"], self.canny["high"])
         run["edges_gt"] = edges_gt
@@ -257,7 +259,7 @@ class EdgeConnect(InpaintModel):
                 edges_gt = full_edges(run["gray"], self.canny["sigma"], self.canny["low"], self.canny["high"])
             real, _ = d1(torch.cat([edges_gt, run["gray"]], 1))
             fake, _ = d1(torch.cat([run["edges_pred"].detach(), run["gray"]], 1))
-            loss = (_bce_logits(real, True) + _bce_logits(fake, False)) / 2   # max_D1 of Eq. 2
+            loss = (_bce_logits(real, True) + _bce_logits(fake, False)) / 2   # max_D1 of Eq. 2-3
             return StepOutput(loss, {"edge": float(loss.detach())})
         d2 = self.discriminator["image"]
         edges_comp = run["edges_comp"].detach()

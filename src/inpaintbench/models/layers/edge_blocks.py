@@ -10,7 +10,7 @@
 * ``PatchDiscriminator``: the 70×70 PatchGAN (Isola et al. 2017) the paper uses for D1 and D2:
   five 4×4 convs (three stride 2, two stride 1), widths 64-128-256-512-1, LeakyReLU(0.2),
   spectral norm, no other normalisation. It returns the patch logits *and* every layer's
-  activation, which the feature-matching loss of G1 (Eq. 3) compares.
+  activation, which the feature-matching loss of G1 (Eq. 4) compares.
 """
 from __future__ import annotations
 
