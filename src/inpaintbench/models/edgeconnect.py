@@ -248,6 +248,12 @@ class EdgeConnect(InpaintModel):
             run = self._run_g1(image, mask, grad=False)
         return run
 
+    @staticmethod
+    def _real_fake_logits(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One discriminator pass over [real; fake] (no batch statistics in D, so this equals two)."""
+        logits, _ = disc(torch.cat([real, fake], 0))
+        return logits[: real.shape[0]], logits[real.shape[0]:]
+
     def discriminator_losses(self, image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> StepOutput:
         for m in self._frozen_modules():
             _clear_grads(m)
@@ -257,14 +263,15 @@ class EdgeConnect(InpaintModel):
             edges_gt = run.get("edges_gt")
             if edges_gt is None:
                 edges_gt = full_edges(run["gray"], self.canny["sigma"], self.canny["low"], self.canny["high"])
-            real, _ = d1(torch.cat([edges_gt, run["gray"]], 1))
-            fake, _ = d1(torch.cat([run["edges_pred"].detach(), run["gray"]], 1))
+            gray = run["gray"]
+            real, fake = self._real_fake_logits(d1, torch.cat([edges_gt, gray], 1),
+                                                torch.cat([run["edges_pred"].detach(), gray], 1))
             loss = (_bce_logits(real, True) + _bce_logits(fake, False)) / 2   # max_D1 of Eq. 2-3
             return StepOutput(loss, {"edge": float(loss.detach())})
         d2 = self.discriminator["image"]
         edges_comp = run["edges_comp"].detach()
-        real, _ = d2(torch.cat([image, edges_comp], 1))
-        fake, _ = d2(torch.cat([pred.detach(), edges_comp], 1))
+        real, fake = self._real_fake_logits(d2, torch.cat([image, edges_comp], 1),
+                                            torch.cat([pred.detach(), edges_comp], 1))
         loss = (_bce_logits(real, True) + _bce_logits(fake, False)) / 2       # max_D2 of Eq. 6
         return StepOutput(loss, {"image": float(loss.detach())})
 
