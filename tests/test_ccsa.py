@@ -183,7 +183,7 @@ def test_previous_score_upsampling_and_lambda_blend():
 @pytest.mark.parametrize("att", [False, True])
 def test_each_variant_trains_with_falling_loss(res, att):
     torch.manual_seed(0)
-    model = build_ccsa({"base": 8, "max_width": 16, "res": res, "att": att}, {}, NO_PERCEPTUAL)
+    model = build_ccsa({"base": 8, "max_width": 16, "first_stride": 2, "res": res, "att": att}, {}, NO_PERCEPTUAL)
     g = torch.Generator().manual_seed(1)
     image = torch.rand(4, 3, 32, 32, generator=g)
     mask = (F.interpolate(torch.rand(4, 1, 4, 4, generator=g), size=32, mode="nearest") > 0.6).float()
@@ -216,9 +216,10 @@ def test_generator_losses_with_perceptual_backbone():
 
 
 @pytest.mark.parametrize("size", [64, 128, 256])
-def test_output_shapes(size):
+@pytest.mark.parametrize("first_stride", [2, 4])  # paper-scale wiring (BB1 at H/2) and the small default
+def test_output_shapes(size, first_stride):
     torch.manual_seed(0)
-    model = CCSANet(**DEFAULT_ARGS).eval()
+    model = CCSANet(**{**DEFAULT_ARGS, "first_stride": first_stride}).eval()
     g = torch.Generator().manual_seed(size)
     image = torch.rand(1, 3, size, size, generator=g)
     mask = (F.interpolate(torch.rand(1, 1, 8, 8, generator=g), size=size, mode="nearest") > 0.6).float()
@@ -229,7 +230,7 @@ def test_output_shapes(size):
 
 
 def test_bad_size_is_a_clear_error():
-    model = CCSANet(**DEFAULT_ARGS)
+    model = CCSANet(**{**DEFAULT_ARGS, "first_stride": 2})
     with pytest.raises(InpaintBenchError, match="divisible by 16"):
         model(torch.rand(1, 3, 40, 40), torch.zeros(1, 1, 40, 40))
 
@@ -250,9 +251,9 @@ def build_meta(args: dict) -> CCSANet:
 def test_parameter_counts_and_switches():
     default = build_meta(DEFAULT_ARGS)
     paper = build_meta(PAPER_SCALE_ARGS)
-    assert default.widths == [12, 24, 48, 48]
+    assert default.widths == [8, 16, 32, 32]
     assert paper.widths == [128, 256, 512, 896]
-    assert n_params(default) == 263_171
+    assert n_params(default) == 117_801
     assert n_params(paper) == 99_989_877  # Table 3: 100 M
     for args in (DEFAULT_ARGS, PAPER_SCALE_ARGS):
         counts = {(r, a): n_params(build_meta({**args, "res": r, "att": a})) for r in (0, 1) for a in (0, 1)}

@@ -169,7 +169,11 @@ def generate_sequence(match: torch.Tensor, dmax: torch.Tensor) -> torch.Tensor:
     """
     if match.shape[1] == 0:
         return match
-    return _Eq2Recursion.apply(match, dmax.clamp(min=0))
+    # the recursion runs in float32 at least, outside autocast (AMP would round every step)
+    dtype = torch.promote_types(match.dtype, torch.float32)
+    with torch.autocast(device_type=match.device.type, enabled=False):
+        out = _Eq2Recursion.apply(match.to(dtype), dmax.to(dtype).clamp(min=0))
+    return out.to(match.dtype)
 
 
 def generate_sequence_autograd(match: torch.Tensor, dmax: torch.Tensor) -> torch.Tensor:
@@ -204,7 +208,7 @@ def sca_generate(feats: torch.Tensor, hole: torch.Tensor, match: torch.Tensor,
     c = feats.shape[-1]
     seq_match = match.gather(1, order.unsqueeze(-1).expand(-1, -1, c))
     seq_dmax = dmax.gather(1, order)
-    generated = generate_sequence(seq_match, seq_dmax)  # [B, T, C]
+    generated = generate_sequence(seq_match, seq_dmax.to(seq_match.dtype))  # [B, T, C]
     b_idx = torch.arange(feats.shape[0], device=feats.device).unsqueeze(1).expand_as(order)
     return feats.index_put((b_idx[valid], order[valid]), generated[valid])
 
@@ -324,7 +328,8 @@ def reconstruct_low(score: torch.Tensor, low: torch.Tensor, low_hole: torch.Tens
     recon = score.transpose(1, 2) @ patches.flatten(2).transpose(1, 2)  # [B, N(query), C*s*s]
     recon = recon.transpose(1, 2).reshape(b, c * s * s, h, w)
     recon = F.pixel_shuffle(recon, s) if s > 1 else recon
-    return torch.lerp(low, recon, low_hole)  # low*(1-hole) + recon*hole
+    recon = recon.to(low.dtype)
+    return torch.lerp(low, recon, low_hole.to(low.dtype))  # low*(1-hole) + recon*hole
 
 
 class CrossScaleCoherentAttention(nn.Module):
@@ -355,5 +360,6 @@ class CrossScaleCoherentAttention(nn.Module):
         score = attention_scores(sim, known, self.softmax_scale)
         if self.lambda_logit is not None and prev_score is not None:  # Eq. 5
             lam = torch.sigmoid(self.lambda_logit)
-            score = torch.lerp(upsample_scores(prev_score, h, w, known), score, lam)  # lam*s + (1-lam)*s_prev
+            prev_up = upsample_scores(prev_score, h, w, known).to(score.dtype)
+            score = torch.lerp(prev_up, score, lam.to(score.dtype))  # lam*s + (1-lam)*s_prev
         return high, reconstruct_low(score, low, low_hole), score  # Eq. 6
