@@ -25,7 +25,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_efficiency import device_name, efficiency  # noqa: E402
 
+from inpaintbench.models.base import BuildContext  # noqa: E402
 from inpaintbench.models.ccsa import DEFAULT_ARGS, PAPER_SCALE_ARGS  # noqa: E402
+from inpaintbench.models.ccsa import build as build_ccsa  # noqa: E402
 from inpaintbench.models.layers import ccsa_attention as A  # noqa: E402
 
 
@@ -76,12 +78,34 @@ def bench_generation(batch: int, side: int, channels: int, device: str, repeats:
             "bwd_speedup": autograd / custom}
 
 
+def train_step_ms(args: dict, perceptual: dict, steps: int = 10) -> tuple[float, float]:
+    """Median (CPU-time ms, wall ms) of one generator step: batch 8, 64x64, Adam, as the trainer."""
+    torch.manual_seed(0)
+    model = build_ccsa(args, {}, BuildContext(image_size=64, perceptual=perceptual))
+    opt = torch.optim.Adam(model.generator_parameters(), lr=1e-4, betas=(0.9, 0.999))
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(8, 3, 64, 64, generator=g)
+    mask = (F.interpolate(torch.rand(8, 1, 8, 8, generator=g), size=64, mode="bilinear") > 0.6).float()
+    cpu, wall = [], []
+    for _ in range(steps + 2):
+        c0, w0 = time.process_time(), time.perf_counter()
+        out = model.generator_losses(image, mask)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+        cpu.append((time.process_time() - c0) * 1000)
+        wall.append((time.perf_counter() - w0) * 1000)
+    return statistics.median(cpu[2:]), statistics.median(wall[2:])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="CCSA generation and efficiency benchmark")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--skip-paper", action="store_true", help="skip the paper-scale model")
+    parser.add_argument("--step-time", action="store_true",
+                        help="also time one training step (batch 8, 64x64) of the four small variants")
     ns = parser.parse_args(argv)
     torch.set_num_threads(ns.threads)
     print("command:", shlex.join([Path(sys.executable).name, *sys.argv]))
@@ -100,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         r = efficiency("ccsa", args, size=128, device=ns.device, repeats=ns.repeats)
         print(f"{name:12s} {args}: params {r['params']:,} ({r['params'] / 1e6:.2f} M), "
               f"inference {r['ms']:.2f} ms (median {r['ms_median']:.2f}) on {r['device_name']}")
+    if ns.step_time:
+        print("\n# Training step, batch 8, 64x64, small default, median of 10 (CPU time / wall)")
+        for perceptual in ({"backbone": "none"}, {"backbone": "random-vgg16", "width": 0.25}):
+            for res in (0, 1):
+                for att in (0, 1):
+                    cpu, wall = train_step_ms({**DEFAULT_ARGS, "res": bool(res), "att": bool(att)}, perceptual)
+                    print(f"ccsa-res{res}att{att} perceptual {perceptual}: {cpu:.1f} ms CPU, {wall:.1f} ms wall")
     return 0
 
 

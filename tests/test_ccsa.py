@@ -229,6 +229,18 @@ def test_output_shapes(size, first_stride):
     assert model.inpaint(image, mask).shape == (1, 3, size, size)
 
 
+def test_runs_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = CCSANet(**{**DEFAULT_ARGS, "first_stride": 2})
+    image = torch.rand(2, 3, 32, 32)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 4:20, 8:24] = 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.generator_losses(image, mask)
+    out.total.backward()
+    assert torch.isfinite(out.total.float())
+
+
 def test_bad_size_is_a_clear_error():
     model = CCSANet(**{**DEFAULT_ARGS, "first_stride": 2})
     with pytest.raises(InpaintBenchError, match="divisible by 16"):
