@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_efficiency import device_name, efficiency  # noqa: E402
+from inpaintbench.report.efficiency import device_name, efficiency  # noqa: E402
 
 from inpaintbench.models.base import BuildContext  # noqa: E402
 from inpaintbench.models.ccsa import DEFAULT_ARGS, PAPER_SCALE_ARGS  # noqa: E402

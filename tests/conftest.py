@@ -64,3 +64,5 @@ def copy_workflow(dest: Path) -> None:
     shutil.copy(ROOT / "Snakefile", dest / "Snakefile")
     shutil.copy(ROOT / "dvc.yaml", dest / "dvc.yaml")
     shutil.copytree(ROOT / "workflow", dest / "workflow")
+    # dvc.yaml lists the source folders as stage dependencies
+    shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__"))

@@ -28,7 +28,14 @@ def cmd_fetch(args) -> None:
 
     p = _params(args)
     accept = args.accept_terms or p.raw.get("downloads", {}).get("accept_terms", [])
-    fetch_source(args.source, paths.DATA / "raw", accept_terms=accept)
+    # Places365: extract only the categories the datasets use (None = all, when any dataset
+    # picks its categories by count rather than by name)
+    chosen = [ds.get("categories") for ds in p.raw["datasets"].values() if ds["source"] == args.source]
+    categories = None
+    if chosen and all(isinstance(c, list) for c in chosen):
+        categories = sorted({c for cats in chosen for c in cats})
+    fetch_source(args.source, paths.DATA / "raw", accept_terms=accept, categories=categories,
+                 progress=sys.stderr.isatty())
 
 
 def cmd_prepare(args) -> None:
@@ -90,12 +97,41 @@ def cmd_train(args) -> None:
               track=not args.no_mlflow)
 
 
+def cmd_teacher(args) -> None:
+    from .config import derive_seed
+    from .io import write_json
+    from .train.devices import resolve_device
+    from .train.teacher import train_teacher
+
+    p = _params(args)
+    out = paths.artifact(args.experiment, args.train, "teacher")
+    metrics = train_teacher(paths.prepared_manifest(args.train), out, dict(p.raw.get("teacher", {})),
+                            derive_seed(p.seed, "teacher", args.experiment, args.train), resolve_device(p.device))
+    write_json(out.parent / "metrics.json", metrics)
+    print(f"teacher -> {out} (train loss {metrics.get('train_loss')}, accuracy {metrics.get('train_accuracy')})")
+
+
 def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_job
     from .train.devices import resolve_device
 
     p = _params(args)
     evaluate_job(p, args.experiment, args.train, args.model, device=resolve_device(p.device))
+
+
+def cmd_efficiency(args) -> None:
+    import torch
+
+    from .io import write_csv
+    from .report.efficiency import EFFICIENCY_FIELDS, experiment_efficiency
+    from .train.devices import resolve_device
+
+    p = _params(args)
+    torch.set_num_threads(args.threads)
+    rows = experiment_efficiency(p, args.experiment, resolve_device(p.device))
+    out = paths.RESULTS / args.experiment / "efficiency.csv"
+    write_csv(out, rows, EFFICIENCY_FIELDS)
+    print(f"efficiency -> {out}")
 
 
 def cmd_aggregate(args) -> None:
@@ -149,11 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this many steps")
     s.add_argument("--no-mlflow", action="store_true")
     s.set_defaults(fn=cmd_train)
+    s = sub.add_parser("teacher", help="train the multi-label teacher SAHN's prior mapper learns from")
+    s.add_argument("experiment")
+    s.add_argument("train")
+    s.set_defaults(fn=cmd_teacher)
     s = sub.add_parser("evaluate", help="evaluate one model on the experiment's pairs")
     s.add_argument("experiment")
     s.add_argument("train")
     s.add_argument("model")
     s.set_defaults(fn=cmd_evaluate)
+    s = sub.add_parser("efficiency", help="parameters and inference time of an experiment's models")
+    s.add_argument("experiment")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_efficiency)
     s = sub.add_parser("aggregate", help="per-bucket summary of an experiment")
     s.add_argument("experiment")
     s.set_defaults(fn=cmd_aggregate)

@@ -21,20 +21,21 @@ from .errors import InpaintBenchError
 TOP_LEVEL = {
     "seed": int, "device": str, "suite": str, "suites": dict, "datasets": dict, "masks": dict,
     "perceptual": dict, "training": dict, "evaluation": dict, "models": dict, "experiments": dict,
-    "teacher": dict, "report": dict, "mlflow": dict, "downloads": dict,
+    "teacher": dict, "report": dict, "mlflow": dict, "downloads": dict, "fid": dict, "efficiency": dict,
+    "slurm": dict,
 }
 DEVICES = ("auto", "cpu", "cuda")
 TRAINING_KEYS = {
     "batch_size": int, "epochs": int, "steps_per_epoch": int, "checkpoint_every": int,
     "val_pairs": int, "num_threads": int, "amp": str, "optimizer": dict, "mask_ratio": list,
-    "log_every": int,
+    "log_every": int, "d_optimizer": dict,
 }
 OPTIMIZER_KEYS = {"name": str, "lr": float, "betas": list, "weight_decay": float}
 MODEL_KEYS = {"arch": str, "args": dict, "loss": dict, "optimizer": dict, "training": dict,
-              "requires": list, "label": str}
+              "requires": list, "label": str, "paper_args": dict}
 EXPERIMENT_KEYS = {"description": str, "size": int, "runs": list, "models": list, "masks": str,
                    "buckets": list, "pairs_per_bucket": int, "tables": list, "ablations": list,
-                   "samples_per_bucket": int, "fid": bool}
+                   "samples_per_bucket": int, "training": dict}
 DATASET_SOURCES_BUILTIN = "builtin"
 _INTERVAL = re.compile(r"^\s*([\(\[])\s*([0-9.]+)\s*,\s*([0-9.]+)\s*([\)\]])\s*$")
 
@@ -192,8 +193,12 @@ class Params:
             if exp["masks"] not in raw.get("masks", {}):
                 raise InpaintBenchError(
                     f"params.yaml: {where}.masks: unknown mask set {exp['masks']!r}; known: {', '.join(raw.get('masks', {}))}")
+            if "training" in exp:
+                _check_keys(exp["training"], TRAINING_KEYS, f"{where}.training")
             for i, b in enumerate(exp["buckets"]):
                 Bucket.parse(b, f"params.yaml: {where}.buckets[{i}]")
+            for i, spec in enumerate(exp.get("tables", [])):
+                self._validate_table(spec, exp, f"{where}.tables[{i}]")
             for i, run in enumerate(exp["runs"]):
                 rw = f"{where}.runs[{i}]"
                 _check_type(run, dict, rw)
@@ -207,6 +212,21 @@ class Params:
                         raise InpaintBenchError(
                             f"params.yaml: {rw}: dataset {ds!r} is prepared at {raw['datasets'][ds]['size']} px "
                             f"but the experiment runs at {exp['size']} px; make them equal")
+
+    def _validate_table(self, spec, exp: dict, where: str) -> None:
+        from .report.paper_tables import parse_spec
+
+        _check_type(spec, dict, where)
+        if "name" not in spec:
+            raise InpaintBenchError(f"params.yaml: {where}: needs a 'name' (the output file stem)")
+        rest = {k: v for k, v in spec.items() if k != "name"}
+        try:
+            parsed = parse_spec(rest, spec["name"])
+        except InpaintBenchError as exc:
+            raise InpaintBenchError(f"params.yaml: {where}: {exc}") from None
+        for model in parsed.methods:
+            if model not in exp["models"]:
+                raise InpaintBenchError(f"params.yaml: {where}.methods: {model!r} is not a model of this experiment")
 
     # ---- derived views ----------------------------------------------------------------------
     def active_experiments(self, suite: str | None = None) -> list[str]:
@@ -241,6 +261,10 @@ class Params:
         except KeyError:
             raise InpaintBenchError(f"unknown model {name!r}; known: {', '.join(self.raw['models'])}") from None
 
+    def model_training_spec(self, model: str) -> dict:
+        """The parts of a model's params that change its training (not `label`, `paper_args`)."""
+        return {k: v for k, v in self.model(model).items() if k not in ("label", "paper_args")}
+
     def is_learned(self, model: str) -> bool:
         from .models import registry
 
@@ -249,14 +273,15 @@ class Params:
     def buckets(self, experiment: str) -> list[Bucket]:
         return [Bucket.parse(b) for b in self.experiment(experiment)["buckets"]]
 
-    def training(self, model: str) -> dict:
-        """Global training block overlaid with the model's own (optimizer merged key by key)."""
+    def training(self, model: str, experiment: str | None = None) -> dict:
+        """The global training block, overlaid with the experiment's (its schedule) and then the
+        model's own; optimizers merge key by key in the same order."""
         base = dict(self.raw.get("training", {}))
+        exp = dict(self.experiment(experiment).get("training", {})) if experiment else {}
         spec = self.model(model)
         own = dict(spec.get("training", {}))
-        opt = {**base.get("optimizer", {}), **spec.get("optimizer", {}), **own.pop("optimizer", {})}
-        merged = {**base, **own, "optimizer": opt}
-        return merged
+        opt = {**base.get("optimizer", {}), **exp.pop("optimizer", {}), **spec.get("optimizer", {}), **own.pop("optimizer", {})}
+        return {**base, **exp, **own, "optimizer": opt}
 
     def train_jobs(self, experiments: list[str] | None = None) -> list[TrainJob]:
         jobs = []

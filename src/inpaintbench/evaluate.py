@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import paths
 from .errors import InpaintBenchError
-from .io import load_image, load_mask, read_csv, save_image, write_csv
+from .io import load_image, load_mask, read_csv, save_image, write_csv, write_json
 from .metrics.quality import image_metrics
 from .models import registry
 from .models.base import BuildContext, ClassicalModel
@@ -80,6 +80,42 @@ def load_method(params, experiment: str, train: str, model_name: str, device: st
     return model.to(device).eval()
 
 
+FID_FIELDS = ["experiment", "train", "dataset", "model", "bucket", "metric", "mean", "std", "count"]
+
+
+def fid_settings(params) -> tuple[bool, str, dict]:
+    """(compute?, reason for the report, cfg). ``fid.enabled``: auto (compute when the Inception
+    weights are in the torch.hub cache), true (compute; missing weights are an error), false."""
+    from .metrics.fid import fid_status
+
+    cfg = dict(params.raw.get("fid", {}))
+    enabled = cfg.get("enabled", "auto")
+    if enabled is False:
+        return False, "FID not computed: disabled in params.yaml (fid.enabled: false).", cfg
+    ok, reason = fid_status({**cfg, "enabled": True})
+    if not ok and enabled is True:
+        from .metrics.fid import build_fid_features
+
+        build_fid_features(cfg)  # raises the error that names the missing file and folder
+    return ok, reason, cfg
+
+
+def fid_rows(real: list[np.ndarray], fake: list[np.ndarray], buckets: list[str], key: dict, cfg: dict, device: str, net) -> list[dict]:
+    """FID per bucket and over all pairs, composites against the ground truth of the same pairs."""
+    from .metrics.fid import fid_between
+
+    rows = []
+    for bucket in [*dict.fromkeys(buckets), "all"]:
+        idx = [i for i, b in enumerate(buckets) if bucket in ("all", b)]
+        if len(idx) < 2:
+            continue
+        r = np.stack([real[i] for i in idx]).transpose(0, 3, 1, 2)
+        f = np.stack([fake[i] for i in idx]).transpose(0, 3, 1, 2)
+        res = fid_between(r, f, device=device, batch_size=int(cfg.get("batch_size", 50)), model=net)
+        rows.append({**key, "bucket": bucket, "metric": "fid", "mean": f"{res['fid']:.6f}", "std": "", "count": res["n"]})
+    return rows
+
+
 def evaluate_job(params, experiment: str, train: str, model_name: str, device: str = "cpu") -> Path:
     exp = params.experiment(experiment)
     size = exp["size"]
@@ -89,12 +125,21 @@ def evaluate_job(params, experiment: str, train: str, model_name: str, device: s
     method = load_method(params, experiment, train, model_name, device)
     n_samples = int(exp.get("samples_per_bucket", 2))
     out_csv = paths.metrics_csv(experiment, train, model_name)
-    rows = []
+    rows, fid_out = [], []
+    compute_fid, fid_reason, fid_cfg = fid_settings(params)
+    fid_net = None
+    if compute_fid:
+        from .metrics.fid import build_fid_features
+
+        fid_net = build_fid_features(fid_cfg).to(device)
     started = time.perf_counter()
     for dataset in run["eval"]:
         pairs = load_pairs(paths.pairs_csv(experiment, dataset, "test"), size)
         seen: dict[str, int] = {}
-        outputs = run_method(method, pairs, device, progress=True)
+        outputs = list(run_method(method, pairs, device, progress=True))
+        if compute_fid:
+            key = {"experiment": experiment, "train": train, "dataset": dataset, "model": model_name}
+            fid_out += fid_rows([p["image"] for p in pairs], outputs, [p["bucket"] for p in pairs], key, fid_cfg, device, fid_net)
         for out, p in zip(outputs, pairs):
             m = image_metrics(out, p["image"], p["mask"])
             rows.append({"experiment": experiment, "train": train, "dataset": dataset, "model": model_name,
@@ -106,5 +151,7 @@ def evaluate_job(params, experiment: str, train: str, model_name: str, device: s
                 save_image(paths.result_dir(experiment, train, model_name) / "samples" / dataset / f"{p['pair_id']}.png", out)
                 seen[p["bucket"]] = k + 1
     write_csv(out_csv, rows, METRIC_FIELDS)
+    write_csv(out_csv.parent / "fid.csv", fid_out, FID_FIELDS)
+    write_json(out_csv.parent / "fid_status.json", {"computed": compute_fid, "reason": fid_reason})
     print(f"evaluated {model_name} on {len(rows)} pairs in {time.perf_counter() - started:.1f} s -> {out_csv}")
     return out_csv

@@ -28,10 +28,11 @@ def _gpu_count():
 
 # Local runs ignore `resources:` unless a limit is given, and a root Snakefile does not read
 # workflow/profiles/default by itself. So, unless the user passed --resources gpu=N, limit GPU
-# jobs to the number of visible GPUs (at least 1, so CPU-only machines still run the jobs, which
-# then train on the CPU). The trainer also claims a GPU slot with a file lock (train/devices.py).
+# jobs to the number of visible GPUs. Without a GPU the jobs run on the CPU and only --cores
+# limits them. The trainer also claims a GPU slot with a file lock (train/devices.py).
 if "gpu" not in workflow.global_resources:
-    workflow.global_resources["gpu"] = Resource("gpu", max(1, _gpu_count()))
+    _gpus = _gpu_count()
+    workflow.global_resources["gpu"] = Resource("gpu", _gpus if _gpus > 0 else 10**6)
 
 
 wildcard_constraints:
@@ -79,3 +80,32 @@ def eval_targets(experiments):
         for run in exp["runs"]:
             out += [str(paths.metrics_csv(e, run["train"], m)) for m in exp["models"]]
     return out
+
+
+def train_inputs(w):
+    spec = PARAMS.model(w.model)
+    return {
+        "images": str(paths.prepared_manifest(w.train)),
+        "val": str(paths.pairs_csv(w.experiment, w.train, "val")),
+        **{r: str(paths.artifact(w.experiment, w.train, r)) for r in spec.get("requires", [])},
+    }
+
+
+def eval_inputs(w):
+    exp = PARAMS.experiment(w.experiment)
+    run = next(r for r in exp["runs"] if r["train"] == w.train)
+    inputs = {f"pairs_{d}": str(paths.pairs_csv(w.experiment, d, "test")) for d in run["eval"]}
+    if PARAMS.is_learned(w.model):
+        inputs["checkpoint"] = str(paths.checkpoint(w.experiment, w.train, w.model))
+    return inputs
+
+
+def report_inputs(w):
+    exp = PARAMS.experiment(w.experiment)
+    runs = []
+    for run in exp["runs"]:
+        for m in exp["models"]:
+            if PARAMS.is_learned(m):
+                runs += [str(paths.run_dir(w.experiment, run["train"], m) / f) for f in ("history.csv", "epochs.csv", "run.json")]
+    return {"summary": str(paths.summary_csv(w.experiment)), "runs": runs,
+            "efficiency": str(paths.RESULTS / w.experiment / "efficiency.csv")}

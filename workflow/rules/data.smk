@@ -6,6 +6,8 @@ rule fetch:
         "data/raw/{source}/.complete",
     log:
         "logs/fetch/{source}.log",
+    conda:
+        "../envs/inpaintbench.yaml"
     shell:
         "inpaintbench fetch {wildcards.source} > {log} 2>&1"
 
@@ -20,6 +22,8 @@ rule prepare:
         spec=lambda w: PARAMS.section_hash("seed", extra=PARAMS.dataset(w.dataset)),
     log:
         "logs/prepare/{dataset}.log",
+    conda:
+        "../envs/inpaintbench.yaml"
     threads: 2
     shell:
         "inpaintbench prepare {wildcards.dataset} --workers {threads} > {log} 2>&1"

@@ -1,14 +1,6 @@
 # Evaluation: each model on every evaluation dataset of its run, on the fixed pairs.
 
 
-def eval_inputs(w):
-    exp = PARAMS.experiment(w.experiment)
-    run = next(r for r in exp["runs"] if r["train"] == w.train)
-    inputs = {f"pairs_{d}": str(paths.pairs_csv(w.experiment, d, "test")) for d in run["eval"]}
-    if PARAMS.is_learned(w.model):
-        inputs["checkpoint"] = str(paths.checkpoint(w.experiment, w.train, w.model))
-    return inputs
-
 
 rule evaluate:
     input:
@@ -20,6 +12,8 @@ rule evaluate:
         spec=lambda w: PARAMS.section_hash(extra=[PARAMS.model(w.model), PARAMS.experiment(w.experiment).get("samples_per_bucket")]),
     log:
         "logs/evaluate/{experiment}/{train}/{model}.log",
+    conda:
+        "../envs/inpaintbench.yaml"
     threads: 1
     shell:
         "inpaintbench evaluate {wildcards.experiment} {wildcards.train} {wildcards.model} > {log} 2>&1"
@@ -34,6 +28,8 @@ rule aggregate:
         spec=lambda w: PARAMS.section_hash(extra=PARAMS.experiment(w.experiment)["buckets"]),
     log:
         "logs/aggregate/{experiment}.log",
+    conda:
+        "../envs/inpaintbench.yaml"
     shell:
         "inpaintbench aggregate {wildcards.experiment} > {log} 2>&1"
 
@@ -41,3 +37,21 @@ rule aggregate:
 rule evaluate_all:
     input:
         expand("results/{experiment}/summary.csv", experiment=EXPERIMENTS),
+
+
+rule efficiency:
+    input:
+        lambda w: [str(paths.artifact(w.experiment, PARAMS.experiment(w.experiment)["runs"][0]["train"], r)) for m in PARAMS.experiment(w.experiment)["models"] for r in PARAMS.model(m).get("requires", [])],
+    output:
+        "results/{experiment}/efficiency.csv",
+    params:
+        spec=lambda w: PARAMS.section_hash("device", "efficiency", extra={m: PARAMS.model(m) for m in PARAMS.experiment(w.experiment)["models"]}),
+    log:
+        "logs/efficiency/{experiment}.log",
+    conda:
+        "../envs/inpaintbench.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+    shell:
+        "inpaintbench efficiency {wildcards.experiment} --threads {threads} > {log} 2>&1"

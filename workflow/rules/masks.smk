@@ -10,6 +10,8 @@ rule masks:
         spec=lambda w: PARAMS.section_hash("seed", extra=PARAMS.maskset(w.maskset)),
     log:
         "logs/masks/{maskset}-{size}.log",
+    conda:
+        "../envs/inpaintbench.yaml"
     shell:
         "inpaintbench masks {wildcards.maskset} --size {wildcards.size} > {log} 2>&1"
 
@@ -24,5 +26,7 @@ rule pairs:
         spec=lambda w: PARAMS.section_hash("seed", extra={k: PARAMS.experiment(w.experiment).get(k) for k in ("buckets", "pairs_per_bucket", "masks", "size")} | {"val_pairs": PARAMS.raw.get("training", {}).get("val_pairs")}),
     log:
         "logs/pairs/{experiment}/{dataset}-{split}.log",
+    conda:
+        "../envs/inpaintbench.yaml"
     shell:
         "inpaintbench pairs {wildcards.experiment} {wildcards.dataset} --split {wildcards.split} > {log} 2>&1"

@@ -1,15 +1,6 @@
 # Report: tables (md/tex/csv), figures (png) per experiment, and reports/index.html over all.
 
 
-def report_inputs(w):
-    exp = PARAMS.experiment(w.experiment)
-    runs = []
-    for run in exp["runs"]:
-        for m in exp["models"]:
-            if PARAMS.is_learned(m):
-                runs += [str(paths.run_dir(w.experiment, run["train"], m) / f) for f in ("history.csv", "epochs.csv", "run.json")]
-    return {"summary": str(paths.summary_csv(w.experiment)), "runs": runs}
-
 
 rule report:
     input:
@@ -23,6 +14,8 @@ rule report:
         spec=lambda w: PARAMS.section_hash("perceptual", extra=[PARAMS.experiment(w.experiment), {m: PARAMS.model(m).get("label") for m in PARAMS.experiment(w.experiment)["models"]}]),
     log:
         "logs/report/{experiment}.log",
+    conda:
+        "../envs/inpaintbench.yaml"
     shell:
         "inpaintbench report {wildcards.experiment} > {log} 2>&1"
 
@@ -36,5 +29,7 @@ rule index:
         experiments=EXPERIMENTS,
     log:
         "logs/report/index.log",
+    conda:
+        "../envs/inpaintbench.yaml"
     shell:
         "inpaintbench index {params.experiments} > {log} 2>&1"

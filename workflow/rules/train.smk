@@ -2,14 +2,6 @@
 # the `gpu` resource (see common.smk) and each claims its own GPU slot (train/devices.py).
 
 
-def train_inputs(w):
-    spec = PARAMS.model(w.model)
-    return {
-        "images": str(paths.prepared_manifest(w.train)),
-        "val": str(paths.pairs_csv(w.experiment, w.train, "val")),
-        **{r: str(paths.artifact(w.experiment, w.train, r)) for r in spec.get("requires", [])},
-    }
-
 
 rule train:
     input:
@@ -20,9 +12,11 @@ rule train:
         epochs="runs/{experiment}/{train}/{model}/epochs.csv",
         info="runs/{experiment}/{train}/{model}/run.json",
     params:
-        spec=lambda w: PARAMS.section_hash("seed", "device", "perceptual", extra=[PARAMS.model(w.model), PARAMS.training(w.model), PARAMS.experiment(w.experiment)["size"]]),
+        spec=lambda w: PARAMS.section_hash("seed", "device", "perceptual", extra=[PARAMS.model_training_spec(w.model), PARAMS.training(w.model, w.experiment), PARAMS.experiment(w.experiment)["size"]]),
     log:
         "logs/train/{experiment}/{train}/{model}.log",
+    conda:
+        "../envs/inpaintbench.yaml"
     threads: 1
     resources:
         gpu=1,
@@ -33,3 +27,21 @@ rule train:
 rule train_all:
     input:
         train_targets(EXPERIMENTS),
+
+
+rule teacher:
+    input:
+        images=lambda w: str(paths.prepared_manifest(w.train)),
+    output:
+        "runs/{experiment}/{train}/_teacher/teacher.pt",
+    params:
+        spec=lambda w: PARAMS.section_hash("seed", "device", "teacher"),
+    log:
+        "logs/teacher/{experiment}/{train}.log",
+    conda:
+        "../envs/inpaintbench.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+    shell:
+        "inpaintbench teacher {wildcards.experiment} {wildcards.train} > {log} 2>&1"

@@ -58,7 +58,16 @@ def composite(pred: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> to
 
 class InpaintModel(nn.Module):
     learned: bool = True
-    discriminator: nn.Module | None = None
+
+    # `discriminator` reads the registered sub-module of that name (None when the model has none).
+    # A class attribute would shadow the sub-module, since nn.Module keeps modules in _modules.
+    @property
+    def discriminator(self) -> nn.Module | None:
+        return self._modules.get("discriminator")
+
+    @discriminator.setter
+    def discriminator(self, module: nn.Module | None) -> None:
+        self._modules["discriminator"] = module
 
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -31,19 +31,23 @@ def summarise(per_image: pd.DataFrame, bucket_order: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_FIELDS)
 
 
-def aggregate_experiment(params, experiment: str, fid_rows: list[dict] | None = None) -> Path:
+def aggregate_experiment(params, experiment: str) -> Path:
     exp = params.experiment(experiment)
-    frames = []
+    frames, fids = [], []
     for run in exp["runs"]:
         for model in exp["models"]:
             f = paths.metrics_csv(experiment, run["train"], model)
             if not f.exists():
                 raise InpaintBenchError(f"{f} is missing; run the evaluate step for {model} first")
             frames.append(pd.read_csv(f, dtype={"pair_id": str, "mask_id": str}))
+            fid = f.parent / "fid.csv"
+            if fid.exists() and fid.stat().st_size > 0:
+                fids.append(pd.read_csv(fid))
     per_image = pd.concat(frames, ignore_index=True)
     summary = summarise(per_image, [b.label for b in params.buckets(experiment)])
-    if fid_rows:
-        summary = pd.concat([summary, pd.DataFrame(fid_rows, columns=SUMMARY_FIELDS)], ignore_index=True)
+    fids = [f for f in fids if not f.empty]
+    if fids:
+        summary = pd.concat([summary, *[f[SUMMARY_FIELDS] for f in fids]], ignore_index=True)
     out = paths.summary_csv(experiment)
     with atomic_path(out) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6f")

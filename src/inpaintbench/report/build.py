@@ -14,24 +14,62 @@ import pandas as pd
 from .. import paths
 from ..io import load_image, read_csv, write_json, write_text
 from . import plots, tables
+from .paper_tables import metric_definitions
 
 METRICS = ["psnr", "ssim", "l1", "l1_hole"]
-DEFINITIONS = (
-    "All metrics score the composite out = pred·mask + image·(1−mask) against the ground truth, images in [0, 1]. "
-    "PSNR = 10·log10(1/MSE) over the full image (data range 1). SSIM: Wang et al. 2004 with an 11×11 Gaussian window "
-    "(σ = 1.5), K1 = 0.01, K2 = 0.03, data range 1, per channel then averaged, mean over the un-padded region "
-    "(equal to scikit-image structural_similarity with gaussian_weights=True, sigma=1.5, use_sample_covariance=False). "
-    "L1 = mean absolute error over all pixels and channels (the papers' L1 / MAE); L1 hole = the same over hole pixels only. "
-    "Buckets are intervals of the hole ratio of the binarised mask at the evaluated resolution; 'all' pools every bucket. "
-    "Cells are mean ± sample standard deviation over the evaluated pairs."
-)
 
 
 def _labels(params, models: list[str]) -> dict[str, str]:
     return {m: params.model(m).get("label", m) for m in models}
 
 
+def _fid_status(experiment: str, exp: dict) -> dict:
+    for run in exp["runs"]:
+        for m in exp["models"]:
+            f = paths.result_dir(experiment, run["train"], m) / "fid_status.json"
+            if f.exists():
+                return json.loads(f.read_text())
+    return {"computed": False, "reason": "FID not computed: no evaluation has recorded an FID status."}
+
+
+def _efficiency(experiment: str, out_dir: Path) -> tuple[pd.DataFrame | None, str]:
+    """The Table-3-style efficiency table (parameters, inference ms, device) as Markdown."""
+    f = paths.RESULTS / experiment / "efficiency.csv"
+    if not f.exists():
+        return None, ""
+    eff = pd.read_csv(f)
+    shown = pd.DataFrame({
+        "method": eff["label"],
+        "parameters (this run)": eff["params"].map(lambda v: f"{int(v):,}"),
+        f"inference ms @{int(eff['size'].iloc[0])}px": eff["ms"].map(lambda v: f"{v:.2f}"),
+        "parameters (published setting)": eff["params_paper"].map(lambda v: "" if pd.isna(v) or v == "" else f"{int(v):,}"),
+        "inference ms (published setting)": eff["ms_paper"].map(lambda v: "" if pd.isna(v) or v == "" else f"{v:.2f}"),
+    })
+    md = shown.to_markdown(index=False) + f"\n\nDevice: {eff['device_name'].iloc[0]}; batch 1, mean of the timed runs.\n"
+    write_text(out_dir / "efficiency.md", md)
+    return eff, md
+
+
+def _efficiency_as_summary(eff: pd.DataFrame | None, experiment: str) -> pd.DataFrame:
+    """Efficiency rows in summary form (dataset and bucket '-') for the papers' efficiency tables:
+    parameters in millions of the published setting (when declared), inference ms of it when timed."""
+    rows = []
+    if eff is not None:
+        for _, r in eff.iterrows():
+            has_paper = not (pd.isna(r["params_paper"]) or r["params_paper"] == "")
+            params_m = float(r["params_paper"] if has_paper else r["params"]) / 1e6
+            rows.append({"experiment": experiment, "train": "-", "dataset": "-", "model": r["model"], "bucket": "-",
+                         "metric": "params_m", "mean": params_m, "std": float("nan"), "count": 1})
+            ms = r["ms_paper"] if has_paper else r["ms"]
+            if not (pd.isna(ms) or ms == ""):
+                rows.append({"experiment": experiment, "train": "-", "dataset": "-", "model": r["model"], "bucket": "-",
+                             "metric": "inference_ms", "mean": float(ms), "std": float("nan"), "count": 1})
+    return pd.DataFrame(rows)
+
+
 def build_experiment(params, experiment: str) -> dict:
+    from .paper_tables import build_paper_table, to_markdown, write_paper_table
+
     exp = params.experiment(experiment)
     out_dir = paths.report_dir(experiment)
     summary = pd.read_csv(paths.summary_csv(experiment))
@@ -41,6 +79,16 @@ def build_experiment(params, experiment: str) -> dict:
     datasets = list(dict.fromkeys(ds for run in exp["runs"] for ds in run["eval"]))
     metrics = [m for m in METRICS if m in set(summary["metric"])]
     md_by_ds = tables.write_experiment_tables(summary, out_dir, experiment, models, buckets, metrics, datasets, labels)
+    fid = _fid_status(experiment, exp)
+    eff, eff_md = _efficiency(experiment, out_dir)
+    paper_md = {}
+    full = pd.concat([summary, _efficiency_as_summary(eff, experiment)], ignore_index=True)
+    for spec in exp.get("tables", []):
+        spec = dict(spec)
+        name = spec.pop("name")
+        pt = build_paper_table(full, spec, name)
+        write_paper_table(pt, out_dir, f"paper_{name}")
+        paper_md[name] = to_markdown(pt)
     figures = []
     for run in exp["runs"]:
         learned = [m for m in models if params.is_learned(m)]
@@ -56,6 +104,17 @@ def build_experiment(params, experiment: str) -> dict:
             f = out_dir / f"val_curves_{run['train']}.png"
             plots.epoch_curves(epochs, f, f"{experiment}: validation PSNR and L1 per epoch (trained on {run['train']})")
             figures.append((f, "Validation PSNR and L1 after each epoch, on the fixed validation pairs."))
+            ccsa = [m for m in learned if params.model(m)["arch"] == "ccsa"]
+            if ccsa:
+                f = out_dir / f"ccsa_variants_{run['train']}.png"
+                plots.epoch_curves({labels[m]: epochs[labels[m]] for m in ccsa}, f,
+                                   f"{experiment}: CCSA variants, validation PSNR and L1 per epoch (Figures 4-5)")
+                figures.append((f, "The CCSA ablation variants' validation PSNR (paper Figure 4) and L1 (Figure 5) per epoch."))
+            for group, keys, title in _loss_panels(params, learned, labels):
+                f = out_dir / f"loss_terms_{group}_{run['train']}.png"
+                plots.loss_curves({labels[m]: histories[labels[m]] for m in keys}, f, f"{experiment}: {title}",
+                                  LOSS_PANELS[group][1], per_epoch=True)
+                figures.append((f, title))
         for ds in run["eval"]:
             f = out_dir / f"metric_vs_bucket_{ds}.png"
             plots.metric_vs_bucket(summary, ds, models, buckets[:-1], metrics, f, f"{experiment}: {ds}", labels)
@@ -65,11 +124,39 @@ def build_experiment(params, experiment: str) -> dict:
             figures.append((f, f"Qualitative samples on {ds}: masked input (holes white), each method, ground truth."))
     info = {"experiment": experiment, "description": exp.get("description", ""), "datasets": datasets,
             "figures": [[str(p.relative_to(paths.REPORTS)), cap] for p, cap in figures],
-            "tables": {ds: md for ds, md in md_by_ds.items()},
-            "perceptual_backbone": params.raw.get("perceptual", {}).get("backbone", "random-vgg16"),
+            "tables": {ds: md for ds, md in md_by_ds.items()}, "paper_tables": paper_md, "efficiency": eff_md,
+            "fid": fid, "perceptual_backbone": _backbone_text(params),
             "models": {m: _model_info(params, experiment, exp, m) for m in models}}
     write_json(out_dir / "report.json", info)
     return info
+
+
+def _backbone_text(params) -> str:
+    cfg = params.raw.get("perceptual", {"backbone": "random-vgg16"})
+    name = cfg.get("backbone", "random-vgg16")
+    if name == "random-vgg16":
+        return (f"random-vgg16 (width {cfg.get('width', 1.0)}): a seeded, untrained VGG16-shaped network standing in "
+                "for the ImageNet VGG16 of the papers' perceptual/style losses (and for LaMa's segmentation network); "
+                "put vgg16-397923af.pth in the torch.hub cache and set perceptual.backbone: vgg16 for the papers' loss")
+    return name
+
+
+# Loss terms per family, for the figures beside the total loss (SAHN's Figure 5: perceptual,
+# generator, discriminator and L1 losses per step).
+LOSS_PANELS = {
+    "sahn": ("SAHN loss terms per epoch (Figure 5: perceptual, generator, discriminator, L1)",
+             ["perceptual", "adv_g", "d_loss", "l1"]),
+    "edgeconnect": ("EdgeConnect stage losses per epoch (edge stage, then image stage)",
+                    ["edge_fm", "d_edge", "img_l1", "d_image"]),
+    "ccsa": ("CCSA variants: hole and valid L1 terms per epoch", ["hole", "valid", "perceptual", "style"]),
+}
+
+
+def _loss_panels(params, learned, labels):
+    for arch, (title, _) in LOSS_PANELS.items():
+        keys = [m for m in learned if params.model(m)["arch"] == arch]
+        if keys:
+            yield arch, keys, title
 
 
 def _model_info(params, experiment, exp, model) -> dict:
@@ -103,17 +190,22 @@ def build_index(params, experiments: list[str]) -> Path:
              "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
              "th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}figcaption{font-size:13px;color:#555}"
              "code{background:#f5f5f5;padding:1px 4px}</style></head><body>",
-             "<h1>inpaintbench report</h1>", f"<p>{html.escape(DEFINITIONS)}</p>"]
-    for e in experiments:
-        info = json.loads((paths.report_dir(e) / "report.json").read_text())
+             "<h1>inpaintbench report</h1>"]
+    infos = {e: json.loads((paths.report_dir(e) / "report.json").read_text()) for e in experiments}
+    fid = next(iter(infos.values()))["fid"] if infos else {"computed": False, "reason": ""}
+    parts.append(_md_inline(metric_definitions((fid["computed"], fid["reason"]))))
+    for e, info in infos.items():
         parts.append(f"<h2 id='{html.escape(e)}'>{html.escape(e)}</h2><p>{html.escape(info['description'])}</p>")
+        parts.append(f"<p><b>FID:</b> {html.escape(info['fid']['reason'])}</p>")
         parts.append(f"<p>Perceptual-loss backbone used in training: <code>{html.escape(info['perceptual_backbone'])}</code>. "
                      f"Tables: <a href='experiments/{e}/table.md'>Markdown</a>, <a href='experiments/{e}/table.tex'>LaTeX</a>, <a href='experiments/{e}/table.csv'>CSV</a>.</p>")
         for ds, md in info["tables"].items():
             parts.append(f"<h3>{html.escape(ds)}</h3>" + "".join(_markdown_table_to_html(block) for block in md.split("\n\n")))
-        extra = paths.report_dir(e) / "extra.html"
-        if extra.exists():
-            parts.append(extra.read_text())
+        for name, md in info.get("paper_tables", {}).items():
+            parts.append(f"<h3>Paper layout: {html.escape(name)}</h3>" + _md_document_to_html(md)
+                         + f"<p><a href='experiments/{e}/paper_{name}.tex'>LaTeX</a> · <a href='experiments/{e}/paper_{name}.csv'>CSV</a></p>")
+        if info.get("efficiency"):
+            parts.append("<h3>Parameters and inference time</h3>" + _md_document_to_html(info["efficiency"]))
         for fig, cap in info["figures"]:
             parts.append(f"<figure><img src='{html.escape(fig)}' alt='{html.escape(cap)}'><figcaption>{html.escape(cap)}</figcaption></figure>")
         rows = "".join(
@@ -128,6 +220,29 @@ def build_index(params, experiments: list[str]) -> Path:
     out = paths.REPORTS / "index.html"
     write_text(out, "\n".join(parts))
     return out
+
+
+def _md_inline(text: str) -> str:
+    """Escape, then render **bold** and `code` of a Markdown paragraph."""
+    import re
+
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
+    out = re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+    return f"<p>{out}</p>"
+
+
+def _md_document_to_html(md: str) -> str:
+    """Tables and paragraphs of a small Markdown document (what the table writers produce)."""
+    parts = []
+    for block in md.strip().split("\n\n"):
+        lines = block.strip().splitlines()
+        if len(lines) >= 2 and lines[0].lstrip().startswith("|") and set(lines[1].replace("|", "").strip()) <= set(":- "):
+            parts.append(_markdown_table_to_html(block))
+        elif block.strip():
+            parts.append(_md_inline(block.strip().lstrip("#").strip()) if not block.startswith("#") else
+                         f"<h4>{html.escape(block.lstrip('#').strip())}</h4>")
+    return "".join(parts)
 
 
 def _markdown_table_to_html(md: str) -> str:

@@ -2,7 +2,7 @@
 "Model parameters for image inpainting with size of 128*128. Inference time is taken from the
 average of 20 inference tests").
 
-    from model_efficiency import efficiency
+    from inpaintbench.report.efficiency import efficiency
     efficiency("ccsa", {"base": 16}, size=128, device="cpu")
     # -> {"arch", "args", "size", "batch", "device", "device_name", "params", "ms", "ms_median", "repeats"}
 
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inpaintbench import paths
 from inpaintbench.models.base import BuildContext
 from inpaintbench.models.registry import build
 
@@ -92,6 +93,42 @@ def efficiency(arch: str, args: dict | None = None, size: int = 128, device: str
     return {"arch": arch, "args": dict(args or {}), "size": size, "batch": batch, "device": device,
             "device_name": device_name(device), "params": int(params), "ms": statistics.fmean(times),
             "ms_median": statistics.median(times), "repeats": repeats}
+
+
+EFFICIENCY_FIELDS = ["experiment", "model", "arch", "label", "size", "params", "ms", "ms_median", "params_paper",
+                     "ms_paper", "device_name"]
+
+
+def experiment_efficiency(params, experiment: str, device: str) -> list[dict]:
+    """Parameters and inference ms at ``efficiency.size`` (128, as CCSA's Table 3) for each model
+    of an experiment: the setting the experiment trains (args) and, when the model declares
+    ``paper_args``, the published setting (its parameters always; its time only when
+    ``efficiency.time_paper_scale`` is true, since a 100 M model on a CPU takes minutes)."""
+    cfg = {"size": 128, "repeats": 20, "warmup": 3, "time_paper_scale": device.startswith("cuda"),
+           **params.raw.get("efficiency", {})}
+    size = int(cfg["size"])
+    train = params.experiment(experiment)["runs"][0]["train"]
+    rows = []
+    for model in params.experiment(experiment)["models"]:
+        spec = params.model(model)
+        ctx = BuildContext(image_size=size, perceptual={"backbone": "none"}, device=device,
+                           artifacts={r: str(paths.artifact(experiment, train, r)) for r in spec.get("requires", [])})
+        r = efficiency(spec["arch"], spec.get("args"), size, device, repeats=int(cfg["repeats"]), warmup=int(cfg["warmup"]), ctx=ctx)
+        row = {"experiment": experiment, "model": model, "arch": spec["arch"], "label": spec.get("label", model),
+               "size": size, "params": r["params"], "ms": round(r["ms"], 3), "ms_median": round(r["ms_median"], 3),
+               "params_paper": "", "ms_paper": "", "device_name": r["device_name"]}
+        if "paper_args" in spec:
+            if cfg["time_paper_scale"]:
+                big = efficiency(spec["arch"], spec["paper_args"], size, device, repeats=int(cfg["repeats"]),
+                                 warmup=int(cfg["warmup"]), ctx=ctx)
+                row.update(params_paper=big["params"], ms_paper=round(big["ms"], 3))
+            else:
+                net = build(spec["arch"], spec["paper_args"], {}, ctx)
+                row["params_paper"] = sum(p.numel() for p in net.generator_parameters())
+                del net
+        rows.append(row)
+        print(f"{model}: {row['params']:,} parameters, {row['ms']:.2f} ms at {size}px on {r['device_name']}")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 mask-ratio bucket, and qualitative grids (masked input, each method, ground truth)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -13,8 +14,19 @@ import pandas as pd  # noqa: E402
 
 from ..io import atomic_path, load_image, load_mask  # noqa: E402
 
+from cycler import cycler  # noqa: E402
+
+# 20 distinct colours (tab20) and alternating line styles: up to 14 methods stay tellable apart
 STYLE = {"figure.dpi": 110, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-         "axes.spines.right": False, "legend.fontsize": 8, "legend.frameon": False}
+         "axes.spines.right": False, "legend.fontsize": 8, "legend.frameon": False,
+         "axes.prop_cycle": cycler(color=[plt.get_cmap("tab20")(i) for i in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3, 5, 7)])
+         + cycler(linestyle=["-", "--"] * 7)}
+
+
+def _legend(fig, axes) -> None:
+    """One legend for the figure, outside the plots on the right."""
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.92))
 
 
 def _save(fig, path: Path) -> None:
@@ -32,21 +44,27 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(pad, kernel, mode="valid")
 
 
-def loss_curves(histories: dict[str, pd.DataFrame], path: Path, title: str, keys: list[str] | None = None) -> None:
-    """One panel per loss key (default: the total 'loss'), one line per model, smoothed."""
+def loss_curves(histories: dict[str, pd.DataFrame], path: Path, title: str, keys: list[str] | None = None,
+                per_epoch: bool = False) -> None:
+    """One panel per loss key (default: the total 'loss'), one line per model: per step
+    (smoothed), or the mean over each epoch (as SAHN's Figure 5)."""
     keys = keys or ["loss"]
+    if per_epoch:
+        histories = {k: h.groupby("epoch", as_index=False).mean(numeric_only=True).assign(step=lambda d: d["epoch"])
+                     for k, h in histories.items()}
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
         for ax, key in zip(axes[0], keys):
             for name, h in histories.items():
                 if key in h and h[key].notna().any():
                     y = h[key].to_numpy(float)
-                    ax.plot(h["step"], _smooth(y, max(1, len(y) // 25)), label=name, lw=1.3)
+                    ax.plot(h["step"], y if per_epoch else _smooth(y, max(1, len(y) // 25)), label=name, lw=1.3,
+                            marker="o" if per_epoch else None, ms=3)
             ax.set_title(key)
-            ax.set_xlabel("step")
+            ax.set_xlabel("epoch" if per_epoch else "step")
             ax.set_yscale("log" if key == "loss" else "linear")
-        axes[0][0].legend(loc="upper right")
-        fig.suptitle(title)
+        _legend(fig, axes)
+        fig.suptitle(title, y=1.02)
         _save(fig, path)
 
 
@@ -59,10 +77,10 @@ def epoch_curves(epochs: dict[str, pd.DataFrame], path: Path, title: str,
             for name, e in epochs.items():
                 if key in e:
                     ax.plot(e["epoch"], e[key], marker="o", ms=3, label=name, lw=1.3)
-            ax.set_title(key.replace("val_", "validation ").upper().replace("VALIDATION", "validation"))
+            ax.set_title("validation " + key.replace("val_", "").upper())
             ax.set_xlabel("epoch")
-        axes[0][0].legend()
-        fig.suptitle(title)
+        _legend(fig, axes)
+        fig.suptitle(title, y=1.02)
         _save(fig, path)
 
 
@@ -79,8 +97,8 @@ def metric_vs_bucket(summary: pd.DataFrame, dataset: str, models: list[str], buc
             ax.set_xticks(x, buckets, rotation=20)
             ax.set_title(metric.upper())
             ax.set_xlabel("hole ratio")
-        axes[0][0].legend()
-        fig.suptitle(title)
+        _legend(fig, axes)
+        fig.suptitle(title, y=1.02)
         _save(fig, path)
 
 
@@ -101,7 +119,7 @@ def sample_grid(pairs: list[dict], method_images: dict[str, list[np.ndarray]], p
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if i == 0:
-                    ax.set_title(cols[j], fontsize=7, rotation=30 if len(cols[j]) > 12 else 0)
+                    ax.set_title(textwrap.fill(cols[j], 11), fontsize=7)
                 if j == 0:
                     ax.set_ylabel(p["bucket"], fontsize=7)
         fig.suptitle(title, fontsize=9)

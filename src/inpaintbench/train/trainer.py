@@ -113,7 +113,7 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
     spec = params.model(model_name)
     if not registry.is_learned(spec["arch"]):
         raise InpaintBenchError(f"model {model_name!r} ({spec['arch']}) is not trained")
-    cfg = {**DEFAULT_TRAINING, **params.training(model_name)}
+    cfg = {**DEFAULT_TRAINING, **params.training(model_name, experiment)}
     device = resolve_device(params.device)
     if cfg["num_threads"]:
         torch.set_num_threads(int(cfg["num_threads"]))
