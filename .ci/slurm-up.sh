@@ -114,6 +114,10 @@ EOF
 )"
 NEW_GRES="NodeName=${NODE} Name=gpu File=/dev/fakegpu[0-1]"
 
+if [ -s "$CONF_DIR/slurm.conf" ] && ! head -n1 "$CONF_DIR/slurm.conf" | grep -q "Written by .ci/slurm-up.sh"; then
+  log "$CONF_DIR/slurm.conf exists and was not written by this script; not touching a real cluster's config"
+  exit 5
+fi
 changed=0
 if [ "$(cat "$CONF_DIR/slurm.conf" 2>/dev/null)" != "$NEW_CONF" ]; then
   printf '%s\n' "$NEW_CONF" > "$CONF_DIR/slurm.conf"; changed=1

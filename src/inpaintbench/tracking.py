@@ -1,7 +1,10 @@
 """MLflow tracking: the only module that imports mlflow (DESIGN.md).
 
 Store: ``MLFLOW_TRACKING_URI`` if set, else params ``mlflow.tracking_uri``, else a local SQLite
-file ``sqlite:///mlflow.db`` in the project root. Parallel training jobs share one SQLite file,
+file ``sqlite:///mlflow.db`` in the project root. Shared runs (several machines, a cluster) log to
+an MLflow tracking server instead: ``MLFLOW_TRACKING_URI=http://host:port`` (docs/scaling.md);
+the server serialises the writes, so no file lock is taken, and the experiment is created
+race-free by whichever job comes first. Parallel training jobs share one SQLite file,
 which otherwise fails with "database is locked" or races on the schema migration when two
 processes create the store at once; so for SQLite stores every write happens under an exclusive
 file lock (``<db>.lock``), and every call is retried with backoff. Metrics are buffered and
@@ -55,6 +58,23 @@ def _retry(fn, *args, attempts: int = 8, **kwargs):
             delay = min(delay * 2, 5.0)
 
 
+def _experiment_id(client, name: str) -> str:
+    """Get or create the experiment. With a tracking server there is no store lock, so two jobs
+    may both find no experiment and both create it: the loser reads the winner's id."""
+    exp = _retry(client.get_experiment_by_name, name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return _retry(client.create_experiment, name)
+    except Exception as exc:
+        if "already exists" not in str(exc).lower() and "resource_already_exists" not in str(exc).lower():
+            raise
+        exp = _retry(client.get_experiment_by_name, name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
@@ -84,8 +104,7 @@ class Run:
         self._buffer: list = []
         with _store_lock(self.uri):
             self.client = _retry(MlflowClient, tracking_uri=self.uri)
-            exp = _retry(self.client.get_experiment_by_name, experiment)
-            exp_id = exp.experiment_id if exp is not None else _retry(self.client.create_experiment, experiment)
+            exp_id = _experiment_id(self.client, experiment)
             if run_id is not None:
                 try:
                     self.run_id = _retry(self.client.get_run, run_id).info.run_id
