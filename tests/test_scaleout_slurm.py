@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -36,6 +37,16 @@ TRAIN_LIMITS = ("00:30:00", "1500M")
 SLURM_RUN_LIMIT_S = 420
 
 pytestmark = pytest.mark.slow
+
+
+def _python_env(env: dict) -> dict:
+    """Subprocess environment. Where PYTHONDONTWRITEBYTECODE is set, every Python process (each
+    Snakemake, DVC stage and cluster job) would compile torch and the package again, several
+    seconds each; cache the bytecode outside the source tree instead."""
+    if env.get("PYTHONDONTWRITEBYTECODE"):
+        env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "inpaintbench-test-pycache"))
+    return env
 
 
 def _in_ci() -> bool:
@@ -84,8 +95,8 @@ def slurm():
 
 
 def _env(folder: Path) -> dict:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "OMP_NUM_THREADS": "1"}
+    return _python_env({**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                        "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "OMP_NUM_THREADS": "1"})
 
 
 def _run(cmd: list[str], folder: Path, limit: float) -> str:
