@@ -29,6 +29,7 @@ JOB = textwrap.dedent("""
     import json, os, sys, time
     from inpaintbench.train.devices import claim_gpu
     slot_dir, record, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    launched = time.time()
     with claim_gpu(slot_dir, poll=0.02) as gid:
         start = time.time()
         seen = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -36,7 +37,7 @@ JOB = textwrap.dedent("""
         time.sleep(hold)
         end = time.time()
     with open(record, "w") as fh:
-        json.dump({"gpu": gid, "seen": seen, "start": start, "end": end}, fh)
+        json.dump({"gpu": gid, "seen": seen, "launched": launched, "start": start, "end": end}, fh)
 """)
 
 
@@ -84,6 +85,7 @@ def test_concurrent_jobs_never_share_a_gpu_and_extra_jobs_wait(tmp_path):
     assert _max_concurrency(records) == 2
     first_end = min(r["end"] for r in records)
     assert sum(r["start"] >= first_end for r in records) >= n_jobs - 2
+    assert sum(r["start"] - r["launched"] >= 0.9 * hold for r in records) >= n_jobs - 2  # they waited
     span = max(r["end"] for r in records) - min(r["start"] for r in records)
     assert span >= (n_jobs / 2) * hold * 0.95
 
@@ -189,3 +191,35 @@ def test_claimed_gpu_is_the_one_cuda_uses(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("ok")
+
+
+SNAKEFILE = """
+rule all:
+    input: expand("done/{{i}}.json", i=range(6))
+
+rule hold:
+    output: "done/{{i}}.json"
+    resources: gpu=1
+    shell: "{python} job.py slots {{output}} 0.5"
+"""
+
+
+def test_snakemake_gpu_resource_runs_n_jobs_each_on_its_own_gpu(tmp_path):
+    # `snakemake --cores 4 --resources gpu=2` on a machine that shows two GPUs: Snakemake runs two
+    # GPU jobs at a time (not four), and each of them holds a different GPU.
+    (tmp_path / "job.py").write_text(JOB)
+    (tmp_path / "Snakefile").write_text(SNAKEFILE.format(python=sys.executable))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1", "PYTHONPATH": str(ROOT / "src")}
+    env.pop("SLURM_JOB_ID", None)
+    out = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--cores", "4", "--resources", "gpu=2"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = [json.loads((tmp_path / "done" / f"{i}.json").read_text()) for i in range(6)]
+    assert _max_concurrency(records) == 2
+    # Snakemake itself started no more than two GPU jobs at a time (none had to wait for a slot)
+    assert _max_concurrency([{"start": r["launched"], "end": r["end"]} for r in records]) == 2
+    for gid in ("0", "1"):
+        mine = sorted((r for r in records if r["gpu"] == gid), key=lambda r: r["start"])
+        assert mine
+        for a, b in zip(mine, mine[1:]):
+            assert b["start"] >= a["end"], f"two jobs held GPU {gid} at once"
