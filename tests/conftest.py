@@ -39,7 +39,11 @@ def tiny_params(models=None, extra_models=None) -> dict:
         "experiments": {
             "tiny": {"size": 32, "runs": [{"train": "photos", "eval": ["photos", "textures"]}], "models": models,
                      "masks": "generated", "buckets": ["(0.1, 0.3]", "(0.3, 0.5]"], "pairs_per_bucket": 3,
-                     "samples_per_bucket": 1},
+                     "samples_per_bucket": 1,
+                     # the paper-layout machinery on tiny data: models stand in for the ablation rows
+                     "tables": [{"name": "ccsa_table4_tiny", "paper": "ccsa", "table": "4", "dataset": "textures",
+                                 "bucket": "(0.1, 0.3]", "metrics": ["psnr", "ssim", "l1"],
+                                 "methods": {m: row for m, row in zip(models, ["RES0ATT0", "RES1ATT1", "RES0ATT1"])}}]},
         },
     }
 

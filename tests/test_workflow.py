@@ -38,8 +38,8 @@ def workflow_run(tmp_path_factory):
 def test_snakemake_builds_the_report(workflow_run):
     folder, _ = workflow_run
     rep = folder / "reports" / "experiments" / "tiny"
-    for name in ("table.md", "table.tex", "table.csv", "report.json", "loss_curves_photos.png",
-                 "val_curves_photos.png", "samples_photos.png", "samples_textures.png"):
+    for name in ("table.md", "table.tex", "table.csv", "report.json", "figures/loss_curves_photos.png",
+                 "figures/val_curves_photos.png", "figures/samples_photos.png", "figures/samples_textures.png"):
         assert (rep / name).stat().st_size > 0, name
     html = (folder / "reports" / "index.html").read_text()
     assert "samples_photos.png" in html and "<table>" in html
@@ -54,6 +54,10 @@ def test_snakemake_builds_the_report(workflow_run):
     assert info["fid"]["computed"] is False and "pt_inception" in info["fid"]["reason"]
     assert "FID not computed" in html
     assert "Parameters and inference time" in html and (rep / "efficiency.md").exists()
+    paper = pd.read_csv(rep / "paper_tables" / "ccsa_table4_tiny.csv")
+    values = paper[paper["row"] == "value"]
+    assert values["ours"].notna().sum() == 9, paper  # 3 methods × 3 metrics filled from our results
+    assert set(paper["paper"].dropna()) >= {37.646, 0.0189}  # published cells beside ours
 
 
 @pytest.mark.slow
@@ -70,6 +74,21 @@ def test_dvc_repro_then_status_is_clean(workflow_run):
     status = _run([str(BIN / "dvc"), "status"], folder)
     assert "Data and pipelines are up to date" in status
     assert "Nothing to be done" in _run([str(BIN / "snakemake"), "--cores", "2", "-n"], folder)
+    metrics = _run([str(BIN / "dvc"), "metrics", "show"], folder)
+    assert "reports/metrics.json" in metrics and "tiny.photos.pconv.psnr" in metrics
+    _run([str(BIN / "dvc"), "plots", "show", "-o", "dvc_plots"], folder)
+    page = (folder / "dvc_plots" / "index.html").read_text()
+    assert "val_psnr" in page and "tiny__photos__pconv" in page
+
+
+@pytest.mark.slow
+def test_snakemake_report_is_one_self_contained_html(workflow_run):
+    folder, _ = workflow_run
+    _run([str(BIN / "snakemake"), "--report", "report.html"], folder)
+    page = (folder / "report.html").read_text(errors="replace")
+    assert len(page) > 100_000  # figures are embedded
+    for name in ("table.csv", "samples_photos.png", "loss_curves_photos.png", "ccsa_table4_tiny.csv"):
+        assert name in page, name
 
 
 @pytest.mark.slow

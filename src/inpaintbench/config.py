@@ -145,6 +145,11 @@ class Params:
             _check_type(ms, dict, f"masks.{name}")
             if "source" not in ms:
                 raise InpaintBenchError(f"params.yaml: masks.{name}: needs 'source'")
+        for step, block in raw.get("slurm", {}).items():
+            if step not in ("train", "teacher"):
+                raise InpaintBenchError(f"params.yaml: slurm: unknown step {step!r}; allowed: teacher, train")
+            _check_type(block, dict, f"slurm.{step}")
+            _check_keys(block, {"runtime": int, "mem_mb": int}, f"slurm.{step}")
         self._validate_models()
         self._validate_experiments()
         suites = raw.get("suites", {})

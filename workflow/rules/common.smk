@@ -16,6 +16,15 @@ except InpaintBenchError as exc:
 EXPERIMENTS = PARAMS.active_experiments(config.get("suite"))
 PARAMS_FILE = "params.yaml"
 
+# Cluster resources per step (runtime in minutes, memory in MB) from params.yaml's `slurm:` block.
+# Only cluster runs use them (workflow/profiles/slurm); a local run ignores runtime, and mem_mb
+# unless --resources mem_mb=N is given.
+SLURM_DEFAULTS = {"train": {"runtime": 720, "mem_mb": 16000}, "teacher": {"runtime": 120, "mem_mb": 8000}}
+
+
+def slurm_resource(step, key):
+    return int(PARAMS.raw.get("slurm", {}).get(step, {}).get(key, SLURM_DEFAULTS[step][key]))
+
 
 def _gpu_count():
     try:

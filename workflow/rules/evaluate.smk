@@ -37,6 +37,7 @@ rule aggregate:
 rule evaluate_all:
     input:
         expand("results/{experiment}/summary.csv", experiment=EXPERIMENTS),
+        expand("results/{experiment}/efficiency.csv", experiment=EXPERIMENTS),
 
 
 rule efficiency:

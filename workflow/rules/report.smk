@@ -1,5 +1,5 @@
 # Report: tables (md/tex/csv), figures (png) per experiment, and reports/index.html over all.
-
+# The outputs wrapped in report() also make up `snakemake --report report.html`.
 
 
 rule report:
@@ -9,9 +9,31 @@ rule report:
         json="reports/experiments/{experiment}/report.json",
         md="reports/experiments/{experiment}/table.md",
         tex="reports/experiments/{experiment}/table.tex",
-        csv="reports/experiments/{experiment}/table.csv",
+        csv=report(
+            "reports/experiments/{experiment}/table.csv",
+            caption="../report/table.rst",
+            category="{experiment}",
+            subcategory="tables",
+            labels={"experiment": "{experiment}", "table": "comparison (tidy)"},
+        ),
+        figures=report(
+            directory("reports/experiments/{experiment}/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="{experiment}",
+            subcategory="figures",
+            labels={"experiment": "{experiment}", "figure": "{name}"},
+        ),
+        paper_tables=report(
+            directory("reports/experiments/{experiment}/paper_tables"),
+            patterns=["{name}.csv"],
+            caption="../report/paper_tables.rst",
+            category="{experiment}",
+            subcategory="papers' tables",
+            labels={"experiment": "{experiment}", "table": "{name}"},
+        ),
     params:
-        spec=lambda w: PARAMS.section_hash("perceptual", extra=[PARAMS.experiment(w.experiment), {m: PARAMS.model(m).get("label") for m in PARAMS.experiment(w.experiment)["models"]}]),
+        spec=lambda w: PARAMS.section_hash("perceptual", "fid", extra=[PARAMS.experiment(w.experiment), {m: PARAMS.model(m).get("label") for m in PARAMS.experiment(w.experiment)["models"]}]),
     log:
         "logs/report/{experiment}.log",
     conda:
@@ -24,7 +46,9 @@ rule index:
     input:
         expand("reports/experiments/{experiment}/report.json", experiment=EXPERIMENTS),
     output:
-        "reports/index.html",
+        html="reports/index.html",
+        metrics="reports/metrics.json",
+        plots=directory("reports/plots"),
     params:
         experiments=EXPERIMENTS,
     log:

@@ -20,6 +20,8 @@ rule train:
     threads: 1
     resources:
         gpu=1,
+        runtime=slurm_resource("train", "runtime"),
+        mem_mb=slurm_resource("train", "mem_mb"),
     shell:
         "inpaintbench train {wildcards.experiment} {wildcards.train} {wildcards.model} > {log} 2>&1"
 
@@ -43,5 +45,7 @@ rule teacher:
     threads: 1
     resources:
         gpu=1,
+        runtime=slurm_resource("teacher", "runtime"),
+        mem_mb=slurm_resource("teacher", "mem_mb"),
     shell:
         "inpaintbench teacher {wildcards.experiment} {wildcards.train} > {log} 2>&1"

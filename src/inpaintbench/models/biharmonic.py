@@ -24,15 +24,12 @@ class CopyInput(ClassicalModel):
         return (image * (1 - mask[..., None])).astype(np.float32)
 
 
-@register("biharmonic")
+@register("biharmonic", learned=False)
 def build(args: dict, loss: dict, ctx: BuildContext) -> Biharmonic:
     return Biharmonic(**args)
 
 
-@register("copy_input")
+@register("copy_input", learned=False)
 def build_copy(args: dict, loss: dict, ctx: BuildContext) -> CopyInput:
     return CopyInput(**args)
 
-
-build.learned = False
-build_copy.learned = False

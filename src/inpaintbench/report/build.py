@@ -82,14 +82,17 @@ def build_experiment(params, experiment: str) -> dict:
     fid = _fid_status(experiment, exp)
     eff, eff_md = _efficiency(experiment, out_dir)
     paper_md = {}
+    (out_dir / "paper_tables").mkdir(parents=True, exist_ok=True)  # a declared output, even when empty
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     full = pd.concat([summary, _efficiency_as_summary(eff, experiment)], ignore_index=True)
     for spec in exp.get("tables", []):
         spec = dict(spec)
         name = spec.pop("name")
         pt = build_paper_table(full, spec, name)
-        write_paper_table(pt, out_dir, f"paper_{name}")
+        write_paper_table(pt, out_dir / "paper_tables", name)
         paper_md[name] = to_markdown(pt)
     figures = []
+    fig_dir = out_dir / "figures"
     for run in exp["runs"]:
         learned = [m for m in models if params.is_learned(m)]
         histories, epochs = {}, {}
@@ -98,28 +101,28 @@ def build_experiment(params, experiment: str) -> dict:
             histories[labels[m]] = pd.read_csv(rd / "history.csv")
             epochs[labels[m]] = pd.read_csv(rd / "epochs.csv")
         if histories:
-            f = out_dir / f"loss_curves_{run['train']}.png"
+            f = fig_dir / f"loss_curves_{run['train']}.png"
             plots.loss_curves(histories, f, f"{experiment}: training loss (trained on {run['train']})")
             figures.append((f, "Training loss per step (smoothed), one line per learned model."))
-            f = out_dir / f"val_curves_{run['train']}.png"
+            f = fig_dir / f"val_curves_{run['train']}.png"
             plots.epoch_curves(epochs, f, f"{experiment}: validation PSNR and L1 per epoch (trained on {run['train']})")
             figures.append((f, "Validation PSNR and L1 after each epoch, on the fixed validation pairs."))
             ccsa = [m for m in learned if params.model(m)["arch"] == "ccsa"]
             if ccsa:
-                f = out_dir / f"ccsa_variants_{run['train']}.png"
+                f = fig_dir / f"ccsa_variants_{run['train']}.png"
                 plots.epoch_curves({labels[m]: epochs[labels[m]] for m in ccsa}, f,
                                    f"{experiment}: CCSA variants, validation PSNR and L1 per epoch (Figures 4-5)")
                 figures.append((f, "The CCSA ablation variants' validation PSNR (paper Figure 4) and L1 (Figure 5) per epoch."))
             for group, keys, title in _loss_panels(params, learned, labels):
-                f = out_dir / f"loss_terms_{group}_{run['train']}.png"
+                f = fig_dir / f"loss_terms_{group}_{run['train']}.png"
                 plots.loss_curves({labels[m]: histories[labels[m]] for m in keys}, f, f"{experiment}: {title}",
                                   LOSS_PANELS[group][1], per_epoch=True)
                 figures.append((f, title))
         for ds in run["eval"]:
-            f = out_dir / f"metric_vs_bucket_{ds}.png"
+            f = fig_dir / f"metric_vs_bucket_{ds}.png"
             plots.metric_vs_bucket(summary, ds, models, buckets[:-1], metrics, f, f"{experiment}: {ds}", labels)
             figures.append((f, f"Mean metric per hole-ratio bucket on {ds}."))
-            f = out_dir / f"samples_{ds}.png"
+            f = fig_dir / f"samples_{ds}.png"
             _sample_grid(params, experiment, run["train"], ds, models, labels, f)
             figures.append((f, f"Qualitative samples on {ds}: masked input (holes white), each method, ground truth."))
     info = {"experiment": experiment, "description": exp.get("description", ""), "datasets": datasets,
@@ -203,7 +206,7 @@ def build_index(params, experiments: list[str]) -> Path:
             parts.append(f"<h3>{html.escape(ds)}</h3>" + "".join(_markdown_table_to_html(block) for block in md.split("\n\n")))
         for name, md in info.get("paper_tables", {}).items():
             parts.append(f"<h3>Paper layout: {html.escape(name)}</h3>" + _md_document_to_html(md)
-                         + f"<p><a href='experiments/{e}/paper_{name}.tex'>LaTeX</a> · <a href='experiments/{e}/paper_{name}.csv'>CSV</a></p>")
+                         + f"<p><a href='experiments/{e}/paper_tables/{name}.tex'>LaTeX</a> · <a href='experiments/{e}/paper_tables/{name}.csv'>CSV</a></p>")
         if info.get("efficiency"):
             parts.append("<h3>Parameters and inference time</h3>" + _md_document_to_html(info["efficiency"]))
         for fig, cap in info["figures"]:
@@ -217,9 +220,36 @@ def build_index(params, experiments: list[str]) -> Path:
         parts.append("<h3>Models</h3><table><tr><th>model</th><th>architecture</th><th>trainable parameters</th>"
                      f"<th>training seconds</th></tr>{rows}</table>")
     parts.append("</body></html>")
+    _dvc_metrics_and_plots(params, experiments)
     out = paths.REPORTS / "index.html"
     write_text(out, "\n".join(parts))
     return out
+
+
+def _dvc_metrics_and_plots(params, experiments: list[str]) -> None:
+    """reports/metrics.json (each method's mean over all buckets, per experiment and dataset) and
+    reports/plots/<curve>/<experiment>__<train>__<model>.csv, for `dvc metrics show` / `dvc plots show`."""
+    import shutil
+
+    metrics: dict = {}
+    for e in experiments:
+        summary = pd.read_csv(paths.summary_csv(e))
+        for r in summary[summary["bucket"] == "all"].itertuples():
+            metrics.setdefault(e, {}).setdefault(r.dataset, {}).setdefault(r.model, {})[r.metric] = round(float(r.mean), 6)
+    write_json(paths.REPORTS / "metrics.json", metrics)
+    plot_dir = paths.REPORTS / "plots"
+    if plot_dir.exists():
+        shutil.rmtree(plot_dir)
+    for e in experiments:
+        exp = params.experiment(e)
+        for run in exp["runs"]:
+            for m in exp["models"]:
+                f = paths.run_dir(e, run["train"], m) / "epochs.csv"
+                if not params.is_learned(m) or not f.exists():
+                    continue
+                ep = pd.read_csv(f)
+                for col in ("val_psnr", "val_ssim", "val_l1"):
+                    write_text(plot_dir / col / f"{e}__{run['train']}__{m}.csv", ep[["epoch", col]].to_csv(index=False))
 
 
 def _md_inline(text: str) -> str:

@@ -16,6 +16,7 @@ VGG16, as in Liu et al. 2018) and is frozen.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Callable
@@ -30,6 +31,7 @@ VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _BACKBONES: dict[str, Callable[[dict, object], nn.Module]] = {}
+_PROVIDERS = {"teacher": "inpaintbench.train.teacher"}  # backbones registered by other modules
 
 
 def register_backbone(name: str):
@@ -134,6 +136,8 @@ def build_backbone(cfg: dict | None, ctx=None) -> nn.Module | None:
     name = cfg.get("backbone", "random-vgg16")
     if name in (None, "none"):
         return None
+    if name not in _BACKBONES and name in _PROVIDERS:
+        importlib.import_module(_PROVIDERS[name])  # registers it
     if name not in _BACKBONES:
         raise InpaintBenchError(f"unknown perceptual backbone {name!r}; known: {', '.join(sorted(_BACKBONES))}, none")
     return _BACKBONES[name](cfg, ctx)
