@@ -130,7 +130,7 @@ def cmd_efficiency(args) -> None:
     torch.set_num_threads(args.threads)
     rows = experiment_efficiency(p, args.experiment, resolve_device(p.device))
     out = paths.RESULTS / args.experiment / "efficiency.csv"
-    write_csv(out, rows, EFFICIENCY_FIELDS)
+    write_csv(out, rows, EFFICIENCY_FIELDS + [k for k in rows[0] if k not in EFFICIENCY_FIELDS] if rows else EFFICIENCY_FIELDS)
     print(f"efficiency -> {out}")
 
 

@@ -45,6 +45,8 @@ def _efficiency(experiment: str, out_dir: Path) -> tuple[pd.DataFrame | None, st
         "parameters (published setting)": eff["params_paper"].map(lambda v: "" if pd.isna(v) or v == "" else f"{int(v):,}"),
         "inference ms (published setting)": eff["ms_paper"].map(lambda v: "" if pd.isna(v) or v == "" else f"{v:.2f}"),
     })
+    for col in [c for c in eff.columns if c.startswith("ms_") and c[3:].isdigit()]:
+        shown.insert(3, f"inference ms @{col[3:]}px", eff[col].map(lambda v: f"{v:.2f}"))
     md = shown.to_markdown(index=False) + f"\n\nDevice: {eff['device_name'].iloc[0]}; batch 1, mean of the timed runs.\n"
     write_text(out_dir / "efficiency.md", md)
     return eff, md

@@ -100,7 +100,8 @@ EFFICIENCY_FIELDS = ["experiment", "model", "arch", "label", "size", "params", "
 
 
 def experiment_efficiency(params, experiment: str, device: str) -> list[dict]:
-    """Parameters and inference ms at ``efficiency.size`` (128, as CCSA's Table 3) for each model
+    """Parameters and inference ms at ``efficiency.size`` (128, as CCSA's Table 3; ``extra_sizes``
+    add columns, e.g. 256 as SAHN's Sec. 4.5) for each model
     of an experiment: the setting the experiment trains (args) and, when the model declares
     ``paper_args``, the published setting (its parameters always; its time only when
     ``efficiency.time_paper_scale`` is true, since a 100 M model on a CPU takes minutes)."""
@@ -126,6 +127,11 @@ def experiment_efficiency(params, experiment: str, device: str) -> list[dict]:
                 net = build(spec["arch"], spec["paper_args"], {}, ctx)
                 row["params_paper"] = sum(p.numel() for p in net.generator_parameters())
                 del net
+        for extra in cfg.get("extra_sizes", []):  # e.g. SAHN reports its time per 256 x 256 image
+            ctx_x = BuildContext(**{**ctx.__dict__, "image_size": int(extra)})
+            rx = efficiency(spec["arch"], spec.get("args"), int(extra), device, repeats=int(cfg["repeats"]),
+                            warmup=int(cfg["warmup"]), ctx=ctx_x)
+            row[f"ms_{int(extra)}"] = round(rx["ms"], 3)
         rows.append(row)
         print(f"{model}: {row['params']:,} parameters, {row['ms']:.2f} ms at {size}px on {r['device_name']}")
     return rows
