@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,16 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     return tmp_path
+
+
+def python_env(env: dict) -> dict:
+    """Subprocess environment. Where PYTHONDONTWRITEBYTECODE is set, every Python process (each
+    Snakemake, DVC stage and cluster job) would compile the package again; cache the bytecode
+    outside the source tree instead."""
+    if env.get("PYTHONDONTWRITEBYTECODE"):
+        env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "inpaintbench-test-pycache"))
+    return env
 
 
 def copy_workflow(dest: Path) -> None:

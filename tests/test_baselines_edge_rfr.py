@@ -12,7 +12,7 @@ from skimage.feature import canny
 from inpaintbench.errors import InpaintBenchError
 from inpaintbench.models import registry
 from inpaintbench.models.base import BuildContext, count_parameters
-from inpaintbench.models.edgeconnect import EdgeConnect, stage_for_epoch
+from inpaintbench.models.edgeconnect import stage_for_epoch
 from inpaintbench.models.layers.edge_canny import rgb_to_gray
 from inpaintbench.models.layers.kca import KnowledgeConsistentAttention
 from inpaintbench.models.rfr import RFRNet

@@ -1,5 +1,4 @@
 """params.yaml validation: clear messages for bad keys, wrong types, unknown names."""
-import copy
 
 import pytest
 

@@ -16,14 +16,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, copy_workflow, tiny_params, write_params
+from conftest import ROOT, copy_workflow, tiny_params, write_params, python_env
 
 BIN = Path(sys.executable).parent
 MODELS = ["pconv", "pconv-narrow"]
@@ -39,14 +38,6 @@ SLURM_RUN_LIMIT_S = 420
 pytestmark = pytest.mark.slow
 
 
-def _python_env(env: dict) -> dict:
-    """Subprocess environment. Where PYTHONDONTWRITEBYTECODE is set, every Python process (each
-    Snakemake, DVC stage and cluster job) would compile torch and the package again, several
-    seconds each; cache the bytecode outside the source tree instead."""
-    if env.get("PYTHONDONTWRITEBYTECODE"):
-        env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "inpaintbench-test-pycache"))
-    return env
 
 
 def _in_ci() -> bool:
@@ -95,7 +86,7 @@ def slurm():
 
 
 def _env(folder: Path) -> dict:
-    return _python_env({**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    return python_env({**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
                         "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "OMP_NUM_THREADS": "1"})
 
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import urllib.error
@@ -28,7 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, copy_workflow, tiny_params, write_params
+from conftest import ROOT, copy_workflow, tiny_params, write_params, python_env
 
 BIN = Path(sys.executable).parent
 LEARNED = ["pconv", "pconv-narrow"]
@@ -39,14 +37,6 @@ AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
 
 
-def _python_env(env: dict) -> dict:
-    """Subprocess environment. Where PYTHONDONTWRITEBYTECODE is set, every Python process (each
-    Snakemake, DVC stage and cluster job) would compile torch and the package again, several
-    seconds each; cache the bytecode outside the source tree instead."""
-    if env.get("PYTHONDONTWRITEBYTECODE"):
-        env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "inpaintbench-test-pycache"))
-    return env
 
 
 
@@ -88,7 +78,7 @@ def _server(cmd: list[str], probe_url: str, log_path: Path, env: dict, limit: fl
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     root = tmp_path_factory.mktemp("servers")
-    env = _python_env({**os.environ, **AWS, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    env = python_env({**os.environ, **AWS, "MLFLOW_DISABLE_TELEMETRY": "true"})
     s3_port, ml_port = _free_port(), _free_port()
     s3_url, ml_url = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{ml_port}"
     with _server([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], s3_url + "/",
@@ -105,7 +95,7 @@ def servers(tmp_path_factory):
 
 
 def _env(servers) -> dict:
-    return _python_env({**os.environ, **AWS, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+    return python_env({**os.environ, **AWS, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
                         "MLFLOW_TRACKING_URI": servers["mlflow"], "MLFLOW_DISABLE_TELEMETRY": "true"})
 
 

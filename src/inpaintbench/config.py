@@ -242,29 +242,23 @@ class Params:
             return list(self.raw["suites"][suite])
         return [suite]
 
+    def _lookup(self, section: str, name: str, what: str) -> dict:
+        block = self.raw.get(section, {})
+        if name not in block:
+            raise InpaintBenchError(f"unknown {what} {name!r}; known: {', '.join(block)}")
+        return block[name]
+
     def experiment(self, name: str) -> dict:
-        try:
-            return self.raw["experiments"][name]
-        except KeyError:
-            raise InpaintBenchError(f"unknown experiment {name!r}; known: {', '.join(self.raw['experiments'])}") from None
+        return self._lookup("experiments", name, "experiment")
 
     def dataset(self, name: str) -> dict:
-        try:
-            return self.raw["datasets"][name]
-        except KeyError:
-            raise InpaintBenchError(f"unknown dataset {name!r}; known: {', '.join(self.raw['datasets'])}") from None
+        return self._lookup("datasets", name, "dataset")
 
     def maskset(self, name: str) -> dict:
-        try:
-            return self.raw["masks"][name]
-        except KeyError:
-            raise InpaintBenchError(f"unknown mask set {name!r}; known: {', '.join(self.raw.get('masks', {}))}") from None
+        return self._lookup("masks", name, "mask set")
 
     def model(self, name: str) -> dict:
-        try:
-            return self.raw["models"][name]
-        except KeyError:
-            raise InpaintBenchError(f"unknown model {name!r}; known: {', '.join(self.raw['models'])}") from None
+        return self._lookup("models", name, "model")
 
     def model_training_spec(self, model: str) -> dict:
         """The parts of a model's params that change its training (not `label`, `paper_args`)."""

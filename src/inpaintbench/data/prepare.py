@@ -31,7 +31,6 @@ Split selection (params.yaml ``datasets.<name>``), all seeded by `seed`:
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -39,12 +38,11 @@ import re
 import shutil
 import sys
 import time
-import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
