@@ -27,12 +27,9 @@ def slurm_resource(step, key):
 
 
 def _gpu_count():
-    try:
-        import torch
+    from inpaintbench.train.devices import visible_gpu_ids
 
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:
-        return 0
+    return len(visible_gpu_ids())  # the same count the training jobs claim slots from
 
 
 # Local runs ignore `resources:` unless a limit is given, and a root Snakefile does not read
