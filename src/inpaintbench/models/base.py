@@ -92,6 +92,19 @@ class InpaintModel(nn.Module):
         return composite(pred.clamp(0, 1), image, mask)
 
 
+class PConvLossModel(InpaintModel):
+    """A model trained with the partial-convolution losses (Liu et al. 2018, Eq. 8; see
+    train/losses.py). Subclasses set ``self.backbone`` (the perceptual/style feature network, or
+    None) and ``self.loss_weights`` (overrides of the Eq. 8 weights)."""
+
+    def generator_losses(self, image: torch.Tensor, mask: torch.Tensor) -> StepOutput:
+        from ..train.losses import pconv_losses
+
+        pred = self(image * (1 - mask), mask)
+        total, logs = pconv_losses(pred, image, mask, self.backbone, self.loss_weights)
+        return StepOutput(total, logs, pred)
+
+
 class ClassicalModel:
     """A method with no training: works on numpy HxWx3 float images and HxW masks (1 = hole)."""
 

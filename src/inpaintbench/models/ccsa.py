@@ -43,9 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InpaintBenchError
-from ..train.losses import pconv_losses
 from ..train.perceptual import build_backbone
-from .base import BuildContext, InpaintModel, StepOutput
+from .base import BuildContext, PConvLossModel
 from .layers.ccsa_attention import CrossScaleCoherentAttention
 from .layers.ccsa_blocks import BasicBlock, MultiScaleFusion, SemanticResidualAttention
 from .registry import register
@@ -60,7 +59,7 @@ def level_hole(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return (F.adaptive_avg_pool2d(mask, size) > 0.5).to(mask.dtype)
 
 
-class CCSANet(InpaintModel):
+class CCSANet(PConvLossModel):
     def __init__(self, base: int = 12, max_width: int = 48, depth: int = 1, res: bool = True,
                  att: bool = True, first_stride: int = 2, smooth_k: int = 3, softmax_scale: float = 10.0,
                  sra_reduction: int = 4, backbone: nn.Module | None = None, loss_weights: dict | None = None):
@@ -107,11 +106,6 @@ class CCSANet(InpaintModel):
             high = self.msff[j](low, high)
         up = F.interpolate(high, size=(h, w), mode="nearest")
         return self.head(torch.cat([up, image_in, mask], 1))
-
-    def generator_losses(self, image: torch.Tensor, mask: torch.Tensor) -> StepOutput:
-        pred = self(image * (1 - mask), mask)
-        total, logs = pconv_losses(pred, image, mask, self.backbone, self.loss_weights)
-        return StepOutput(total, logs, pred)
 
 
 @register("ccsa")

@@ -12,14 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train.losses import pconv_losses
 from ..train.perceptual import build_backbone
-from .base import BuildContext, InpaintModel, StepOutput
+from .base import BuildContext, PConvLossModel
 from .layers.partial_conv import PartialConvBlock
 from .registry import register
 
 
-class PConvUNet(InpaintModel):
+class PConvUNet(PConvLossModel):
     def __init__(self, base: int = 16, depth: int = 4, backbone: nn.Module | None = None,
                  loss_weights: dict | None = None):
         super().__init__()
@@ -54,11 +53,6 @@ class PConvUNet(InpaintModel):
             # the concatenated mask is the union of valid positions of both inputs
             x, valid = block(torch.cat([x, s], 1), torch.clamp(valid + sv, max=1.0))
         return x
-
-    def generator_losses(self, image: torch.Tensor, mask: torch.Tensor) -> StepOutput:
-        pred = self(image * (1 - mask), mask)
-        total, logs = pconv_losses(pred, image, mask, self.backbone, self.loss_weights)
-        return StepOutput(total, logs, pred)
 
 
 @register("pconv_unet")

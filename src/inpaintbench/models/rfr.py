@@ -34,9 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InpaintBenchError
-from ..train.losses import pconv_losses
 from ..train.perceptual import build_backbone
-from .base import BuildContext, InpaintModel, StepOutput
+from .base import BuildContext, PConvLossModel
 from .layers.kca import KnowledgeConsistentAttention
 from .layers.partial_conv import PartialConv2d, PartialConvBlock
 from .registry import register
@@ -123,7 +122,7 @@ class ResidualBottleneck(nn.Module):
         return F.relu(x + self.body(x))
 
 
-class RFRNet(InpaintModel):
+class RFRNet(PConvLossModel):
     def __init__(self, base: int = 4, recurrences: int = 2, levels: int = 3, dilated: int = 3,
                  propagate: int = 3, backbone: nn.Module | None = None, loss_weights: dict | None = None):
         super().__init__()
@@ -183,11 +182,6 @@ class RFRNet(InpaintModel):
         valid = F.interpolate(valid, size=x.shape[-2:], mode="nearest")
         x, _ = self.tail(torch.cat([image_in, x], 1), torch.clamp(valid + (1 - mask), max=1.0))
         return self.to_rgb(torch.cat([x, self.refine(x)], 1))
-
-    def generator_losses(self, image: torch.Tensor, mask: torch.Tensor) -> StepOutput:
-        pred = self(image * (1 - mask), mask)
-        total, logs = pconv_losses(pred, image, mask, self.backbone, self.loss_weights)
-        return StepOutput(total, logs, pred)
 
 
 @register("rfr")
