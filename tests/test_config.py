@@ -85,3 +85,10 @@ def test_model_training_overrides_merge_optimizer():
 def test_derive_seed_is_stable_and_purpose_specific():
     assert derive_seed(0, "a", 1) == derive_seed(0, "a", 1)
     assert derive_seed(0, "a", 1) != derive_seed(0, "a", 2) != derive_seed(1, "a", 1)
+
+
+def test_experiment_teacher_block_overlays_the_global_one():
+    p = tiny_params()
+    p["teacher"] = {"widths": [8, 16, 32, 64], "epochs": 5}
+    p["experiments"]["tiny"]["teacher"] = {"widths": [32, 64, 128, 256]}
+    assert Params(p).teacher("tiny") == {"widths": [32, 64, 128, 256], "epochs": 5}

@@ -104,7 +104,7 @@ def cmd_teacher(args) -> None:
 
     p = _params(args)
     out = paths.artifact(args.experiment, args.train, "teacher")
-    metrics = train_teacher(paths.prepared_manifest(args.train), out, dict(p.raw.get("teacher", {})),
+    metrics = train_teacher(paths.prepared_manifest(args.train), out, p.teacher(args.experiment),
                             derive_seed(p.seed, "teacher", args.experiment, args.train), resolve_device(p.device))
     write_json(out.parent / "metrics.json", metrics)
     print(f"teacher -> {out} (train loss {metrics.get('train_loss')}, accuracy {metrics.get('train_accuracy')})")

@@ -35,7 +35,7 @@ MODEL_KEYS = {"arch": str, "args": dict, "loss": dict, "optimizer": dict, "train
               "requires": list, "label": str, "paper_args": dict}
 EXPERIMENT_KEYS = {"description": str, "size": int, "runs": list, "models": list, "masks": str,
                    "buckets": list, "pairs_per_bucket": int, "tables": list, "ablations": list,
-                   "samples_per_bucket": int, "training": dict}
+                   "samples_per_bucket": int, "training": dict, "teacher": dict}
 DATASET_SOURCES_BUILTIN = "builtin"
 _INTERVAL = re.compile(r"^\s*([\(\[])\s*([0-9.]+)\s*,\s*([0-9.]+)\s*([\)\]])\s*$")
 
@@ -259,6 +259,10 @@ class Params:
 
     def model(self, name: str) -> dict:
         return self._lookup("models", name, "model")
+
+    def teacher(self, experiment: str) -> dict:
+        """The global `teacher` block overlaid with the experiment's own (e.g. paper-scale widths)."""
+        return {**self.raw.get("teacher", {}), **self.experiment(experiment).get("teacher", {})}
 
     def model_training_spec(self, model: str) -> dict:
         """The parts of a model's params that change its training (not `label`, `paper_args`)."""

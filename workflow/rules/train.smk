@@ -37,7 +37,7 @@ rule teacher:
     output:
         "runs/{experiment}/{train}/_teacher/teacher.pt",
     params:
-        spec=lambda w: PARAMS.section_hash("seed", "device", "teacher"),
+        spec=lambda w: PARAMS.section_hash("seed", "device", extra=PARAMS.teacher(w.experiment)),
     log:
         "logs/teacher/{experiment}/{train}.log",
     conda:
