@@ -16,6 +16,7 @@ from inpaintbench.models.edgeconnect import stage_for_epoch
 from inpaintbench.models.layers.edge_canny import rgb_to_gray
 from inpaintbench.models.layers.kca import KnowledgeConsistentAttention
 from inpaintbench.models.rfr import RFRNet
+from inpaintbench.train.trainer import train_step
 
 NO_BACKBONE = BuildContext(perceptual={"backbone": "none"})
 RANDOM_VGG = BuildContext(perceptual={"backbone": "random-vgg16"})
@@ -45,23 +46,15 @@ def box_mask(size: int = 32, n: int = 2) -> torch.Tensor:
 
 
 def train_steps(model, image, mask, steps, lr=1e-3, d_lr=1e-4):
-    """The trainer's loop (generator step, then the discriminator step), on a fixed batch."""
+    """The trainer's step (generator, then discriminator), repeated on a fixed batch."""
     opt_g = torch.optim.Adam(model.generator_parameters(), lr=lr, betas=(0.5, 0.9))
     opt_d = (torch.optim.Adam(model.discriminator.parameters(), lr=d_lr, betas=(0.5, 0.9))
              if model.discriminator is not None else None)
     history = []
     for _ in range(steps):
-        model.train()
-        out = model.generator_losses(image, mask)
-        opt_g.zero_grad(set_to_none=True)
-        out.total.backward()
-        opt_g.step()
+        out, d = train_step(model, image, mask, opt_g, opt_d)
         logs = {"loss": float(out.total.detach()), **out.logs}
-        if opt_d is not None:
-            d = model.discriminator_losses(image, mask, out.pred.detach())
-            opt_d.zero_grad(set_to_none=True)
-            d.total.backward()
-            opt_d.step()
+        if d is not None:
             logs.update({f"d_{k}": v for k, v in d.logs.items()})
         history.append(logs)
     return history

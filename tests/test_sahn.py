@@ -20,6 +20,7 @@ from inpaintbench.models.layers.spade import SPADE, SPADEResBlock
 from inpaintbench.models.sahn import (DEFAULT_ARGS, PAPER_ARGS, build_discriminator, build_generator,
                                       prior_loss, reconstruction_loss)
 from inpaintbench.train.perceptual import build_backbone
+from inpaintbench.train.trainer import train_step
 from inpaintbench.train.teacher import (RESNET50_FILE, ResNet50Taps, TeacherCNN, build_teacher, load_teacher,
                                         save_teacher, train_teacher)
 
@@ -176,14 +177,7 @@ def test_teacher_stays_frozen_through_training(teacher_ckpt):
     opt_d = torch.optim.Adam(model.discriminator.parameters(), 1e-2)
     image, mask = _batch(2, 32)
     for _ in range(3):
-        out = model.generator_losses(image, mask)
-        opt_g.zero_grad()
-        out.total.backward()
-        opt_g.step()
-        d = model.discriminator_losses(image, mask, out.pred.detach())
-        opt_d.zero_grad()
-        d.total.backward()
-        opt_d.step()
+        train_step(model, image, mask, opt_g, opt_d)
     for p in model.teacher.parameters():
         assert p.grad is None
     after = model.teacher.state_dict()
@@ -302,15 +296,8 @@ def test_variant_trains_with_falling_generator_loss(teacher_ckpt, name):
     image, mask = _batch(2, 32)
     losses = []
     for _ in range(8):
-        out = model.generator_losses(image, mask)
+        out, d = train_step(model, image, mask, opt_g, opt_d)
         losses.append(out.total.item())
-        opt_g.zero_grad()
-        out.total.backward()
-        opt_g.step()
-        opt_d.zero_grad()  # the trainer zeroes D grads before its step
-        d = model.discriminator_losses(image, mask, out.pred.detach())
-        d.total.backward()
-        opt_d.step()
     assert set(out.logs) == {"l1", "rec", "perceptual", "adv_g", "prior"}
     assert set(d.logs) == {"real", "fake"}
     assert all(np.isfinite(losses))

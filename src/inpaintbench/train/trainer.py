@@ -80,6 +80,28 @@ def sample_batch(images: ImageSet, seed: int, step: int, batch_size: int, ratio_
     return imgs, masks
 
 
+def train_step(model, image: torch.Tensor, mask: torch.Tensor, opt_g: torch.optim.Optimizer,
+               opt_d: torch.optim.Optimizer | None = None, amp: bool = False):
+    """One training step: the generator step, then (when there is a discriminator optimizer) the
+    discriminator step on the detached prediction. Returns the two StepOutputs (d is None
+    without a discriminator). The discriminator's grads are zeroed right before its own step, so
+    adversarial generator terms may backpropagate through it."""
+    model.train()
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+        out = model.generator_losses(image, mask)
+    opt_g.zero_grad(set_to_none=True)
+    out.total.backward()
+    opt_g.step()
+    d = None
+    if opt_d is not None:
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            d = model.discriminator_losses(image, mask, out.pred.detach())
+        opt_d.zero_grad(set_to_none=True)
+        d.total.backward()
+        opt_d.step()
+    return out, d
+
+
 def build_model(params: Params, experiment: str, train: str, model_name: str, seed: int, device: str):
     spec = params.model(model_name)
     labels_file = paths.prepared_dir(train) / "labels.txt"
@@ -171,19 +193,9 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
             current_epoch = epoch
         imgs, masks = sample_batch(images, seed, step, int(cfg["batch_size"]), cfg["mask_ratio"])
         image, mask = to_tensor(imgs, device), to_tensor(masks, device)
-        model.train()
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-            out = model.generator_losses(image, mask)
-        opt_g.zero_grad(set_to_none=True)
-        out.total.backward()
-        opt_g.step()
+        out, d = train_step(model, image, mask, opt_g, opt_d, amp)
         logs = {"loss": float(out.total.detach()), **out.logs}
-        if opt_d is not None:
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                d = model.discriminator_losses(image, mask, out.pred.detach())
-            opt_d.zero_grad(set_to_none=True)
-            d.total.backward()
-            opt_d.step()
+        if d is not None:
             logs.update({"d_loss": float(d.total.detach()), **{f"d_{k}": v for k, v in d.logs.items()}})
         if not np.isfinite(logs["loss"]):
             raise InpaintBenchError(f"training {model_name} diverged at step {step} (loss {logs['loss']}); lower the learning rate")
