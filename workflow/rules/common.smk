@@ -14,7 +14,6 @@ except InpaintBenchError as exc:
     sys.exit(f"inpaintbench: {exc}")
 
 EXPERIMENTS = PARAMS.active_experiments(config.get("suite"))
-PARAMS_FILE = "params.yaml"
 
 # Cluster resources per step (runtime in minutes, memory in MB) from params.yaml's `slurm:` block.
 # Only cluster runs use them (workflow/profiles/slurm); a local run ignores runtime, and mem_mb

@@ -17,7 +17,6 @@ VGG16, as in Liu et al. 2018) and is frozen.
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -141,7 +140,3 @@ def build_backbone(cfg: dict | None, ctx=None) -> nn.Module | None:
     if name not in _BACKBONES:
         raise InpaintBenchError(f"unknown perceptual backbone {name!r}; known: {', '.join(sorted(_BACKBONES))}, none")
     return _BACKBONES[name](cfg, ctx)
-
-
-def torch_home_hint() -> str:
-    return os.environ.get("TORCH_HOME", "~/.cache/torch")

@@ -12,6 +12,7 @@ per-step losses and per-epoch metrics go to MLflow and to CSV files beside the c
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -119,16 +120,8 @@ def build_model(params: Params, experiment: str, train: str, model_name: str, se
 def train_job(params: Params, experiment: str, train: str, model_name: str, *, stop_after: int | None = None,
               track: bool = True, progress: bool = True) -> Path | None:
     """Train one model of one experiment; returns the final checkpoint (None if stopped early)."""
-    with claim_gpu() if params.device != "cpu" else _no_gpu():
+    with claim_gpu() if params.device != "cpu" else contextlib.nullcontext():
         return _train(params, experiment, train, model_name, stop_after=stop_after, track=track, progress=progress)
-
-
-class _no_gpu:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _train(params, experiment, train, model_name, *, stop_after, track, progress) -> Path | None:
