@@ -27,14 +27,18 @@ def cmd_fetch(args) -> None:
 
     p = _params(args)
     accept = args.accept_terms or p.raw.get("downloads", {}).get("accept_terms", [])
-    # Places365: extract only the categories the datasets use (None = all, when any dataset
-    # picks its categories by count rather than by name)
+    # Places365: extract only the categories the datasets use, named or drawn by count (an
+    # integer k: the k categories prepare draws with the same seed); None = all, when a dataset
+    # of this source sets no categories
     chosen = [ds.get("categories") for ds in p.raw["datasets"].values() if ds["source"] == args.source]
     categories = None
-    if chosen and all(isinstance(c, list) for c in chosen):
-        categories = sorted({c for cats in chosen for c in cats})
+    if chosen and all(c is not None for c in chosen):
+        categories = [c for cats in chosen for c in (cats if isinstance(cats, list) else [cats])]
+    if args.categories:
+        categories = [int(c) if c.isdigit() else c for c in args.categories.split(",") if c]
+    overrides = p.raw.get("downloads", {}).get("urls", {}).get(args.source)
     fetch_source(args.source, paths.DATA / "raw", accept_terms=accept, categories=categories,
-                 progress=sys.stderr.isatty())
+                 urls_override=overrides, seed=p.seed, progress=sys.stderr.isatty())
 
 
 def cmd_prepare(args) -> None:
@@ -155,7 +159,9 @@ def cmd_index(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="inpaintbench", description=__doc__)
-    ap.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    ap.add_argument("--params", default=os.environ.get("INPAINTBENCH_PARAMS") or "params.yaml",
+                    help="the params file (default: $INPAINTBENCH_PARAMS, which the Snakefile sets to the "
+                         "config it merged from params.yaml and its --configfile/--config overlays; else params.yaml)")
     sub = ap.add_subparsers(dest="verb", required=True)
     s = sub.add_parser("validate", help="check params.yaml")
     s.set_defaults(fn=cmd_validate)
@@ -163,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("source")
     s.add_argument("--accept-terms", action="append", default=[], metavar="SOURCE",
                    help="accept the terms of use of SOURCE (repeatable)")
+    s.add_argument("--categories", default=None, metavar="NAMES",
+                   help="Places365: extract only these categories (comma-separated names, or an integer k: "
+                        "the k categories drawn with params' seed); default: what params.yaml's datasets use")
     s.set_defaults(fn=cmd_fetch)
     s = sub.add_parser("prepare", help="build a prepared dataset (images + manifest)")
     s.add_argument("dataset")

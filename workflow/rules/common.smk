@@ -15,6 +15,32 @@ except InpaintBenchError as exc:
 
 EXPERIMENTS = PARAMS.active_experiments(config.get("suite"))
 
+
+def _share_merged_params(cfg):
+    """Every `inpaintbench` step reads the params itself. Hand it the config this Snakemake run
+    merged (params.yaml + --configfile overlays + --config), not params.yaml alone: write it to a
+    content-addressed file (concurrent runs with other configs never clash) and name it in
+    INPAINTBENCH_PARAMS, which the CLI reads when --params is not given. The rule commands stay
+    the same text, so a changed config reruns only the jobs whose `params:` hashes change."""
+    import hashlib
+
+    import yaml
+
+    text = yaml.safe_dump(cfg, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = os.path.abspath(os.path.join(".snakemake", "inpaintbench", f"params-{digest}.yaml"))
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("# written by the Snakefile (workflow/rules/common.smk): the merged config of a run\n" + text)
+        os.replace(tmp, path)
+    os.environ["INPAINTBENCH_PARAMS"] = path
+    return path
+
+
+PARAMS_FILE = _share_merged_params(dict(config))
+
 # Cluster resources per step (runtime in minutes, memory in MB) from params.yaml's `slurm:` block.
 # Only cluster runs use them (workflow/profiles/slurm); a local run ignores runtime, and mem_mb
 # unless --resources mem_mb=N is given.
@@ -57,6 +83,15 @@ def raw_marker(source):
 
 def needs_download(source):
     return source not in ("builtin", "generated", "paris-streetview")
+
+
+def fetch_spec(source):
+    """What a fetch of `source` depends on: the categories its datasets use (with the seed when
+    drawn by count) and any download override (downloads.urls.<source>)."""
+    cats = [d.get("categories") for d in PARAMS.raw["datasets"].values() if d["source"] == source]
+    by_count = any(isinstance(c, int) or (isinstance(c, list) and any(isinstance(x, int) for x in c)) for c in cats)
+    urls = PARAMS.raw.get("downloads", {}).get("urls", {}).get(source)
+    return PARAMS.section_hash(*(["seed"] if by_count else []), extra=[cats, urls] if (any(c is not None for c in cats) or urls) else None)
 
 
 def dataset_inputs(wildcards):

@@ -4,6 +4,8 @@
 rule fetch:
     output:
         "data/raw/{source}/.complete",
+    params:
+        spec=lambda w: fetch_spec(w.source),
     log:
         "logs/fetch/{source}.log",
     conda:

@@ -648,6 +648,57 @@ def short_category(name: str) -> str:
     return "/".join(parts[1:]) if len(parts) > 1 and len(parts[0]) == 1 else "/".join(parts)
 
 
+def choose_categories(all_cats: list[str], wanted, seed: int) -> list[str]:
+    """The Places365 categories a dataset uses: all (None), the names listed, or, for an integer
+    k, k categories drawn at random with `seed` (SAHN Sec. 4.1: "five complete categories").
+    fetch and prepare call this with the same seed, so fetch extracts exactly what prepare reads."""
+    from ..config import derive_seed
+
+    if wanted is None:
+        return list(all_cats)
+    if isinstance(wanted, int) and not isinstance(wanted, bool):
+        if not 0 < wanted <= len(all_cats):
+            raise InpaintBenchError(f"categories: {wanted} must be between 1 and {len(all_cats)}.")
+        import numpy as np
+
+        rng = np.random.default_rng(derive_seed(seed, "places-categories"))
+        picked = rng.choice(len(all_cats), size=wanted, replace=False)
+        return [all_cats[i] for i in sorted(picked)]
+    chosen = []
+    for w in wanted:
+        name = short_category(str(w))
+        if name not in all_cats:
+            close = [c for c in all_cats if name.split("/")[0] in c][:5]
+            raise InpaintBenchError(
+                f"categories: {w!r} is not a Places365 category"
+                + (f" (did you mean {', '.join(close)}?)" if close else "")
+                + "; see categories_places365.txt in the fetched filelist."
+            )
+        chosen.append(name)
+    return chosen
+
+
+def _resolve_categories(src: Source, root: Path, categories, seed: int) -> list[str] | None:
+    """`categories` as names: entries that are integers k (k categories drawn at random) are
+    resolved against the fetched category list (categories_places365.txt); None = all."""
+    if categories is None:
+        return None
+    if isinstance(categories, (int, str)):
+        categories = [categories]
+    names = [c for c in categories if not isinstance(c, int)]
+    counts = [c for c in categories if isinstance(c, int)]
+    if counts:
+        listing = root / src.layout.get("categories", "categories_places365.txt")
+        if not listing.exists():
+            raise InpaintBenchError(f"{listing} is missing; the category list must be fetched before "
+                                    f"categories can be drawn by count. Run the fetch again with --force.")
+        lines = [ln.split() for ln in listing.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        all_cats = [short_category(raw) for raw, _ in sorted(lines, key=lambda x: int(x[1]))]
+        for k in counts:
+            names += choose_categories(all_cats, k, seed)
+    return sorted({short_category(c) for c in names})
+
+
 def _category_filter(src: Source, categories: Iterable[str] | None) -> Callable[[str], bool] | None:
     """Member filter for Places365's training archive: keep only the chosen categories'
     folders (``data_256/<letter>/<category>/...``); other archives pass whole."""
@@ -667,10 +718,14 @@ def _category_filter(src: Source, categories: Iterable[str] | None) -> Callable[
     return keep
 
 
+def _train_archive_name(src: Source) -> str | None:
+    return next((rf.name for rf in src.files if rf.name.startswith("train_")), None)
+
+
 def fetch_source(source: str, raw_root: str | os.PathLike, *,
                  accept_terms: bool | list[str] = False, urls_override: dict | None = None,
                  folder: str | os.PathLike | None = None, progress: bool = True,
-                 force: bool = False, categories: list[str] | None = None) -> Path:
+                 force: bool = False, categories: list[str | int] | int | None = None, seed: int = 0) -> Path:
     """Download, verify and extract everything `source` needs into ``raw_root/<source>/``.
 
     Returns that folder. ``raw_root/<source>/.complete`` (JSON: files, sizes, md5/sha256,
@@ -680,18 +735,26 @@ def fetch_source(source: str, raw_root: str | os.PathLike, *,
     (no public download) `folder` (default ``data/user/paris_streetview``) is checked instead.
     `categories` (Places365 only, names like ``airfield`` or ``/a/airfield``) extracts only
     those categories from the 26 GB training archive (which is still downloaded whole);
-    asking later for a category not extracted re-extracts from the kept archive.
+    asking later for a category not extracted re-extracts from the kept archive. An integer k
+    (alone or in the list) stands for k categories drawn with `seed` (`choose_categories`, the
+    draw prepare makes), resolved from the category list once the file list is extracted.
     """
     src = get_source(source)
     root = Path(raw_root) / src.name
     if src.user_folder is not None:
         return _fetch_user_folder(src, root, folder)
-    wanted = sorted({short_category(c) for c in categories}) if categories is not None else None
+    by_count = categories is not None and any(isinstance(c, int) for c in (
+        categories if isinstance(categories, (list, tuple)) else [categories]))
+    listing = root / src.layout.get("categories", "")
+    wanted = (_resolve_categories(src, root, categories, seed)
+              if categories is not None and (not by_count or listing.is_file()) else None)
     if not force and _complete_is_valid(root):
         done = json.loads((root / COMPLETE).read_text(encoding="utf-8")).get("categories")
         if done is None or (wanted is not None and set(wanted) <= set(done)):
             return root
-    keep_member = _category_filter(src, categories)
+    if categories is not None and "train_images" not in src.layout:
+        raise InpaintBenchError(f"categories= applies to Places365 only, not {src.name}.")
+    keep_member = _category_filter(src, wanted) if wanted is not None else None
     (root / COMPLETE).unlink(missing_ok=True)
     _require_terms(src, root, accept_terms)  # before anything is created or downloaded
     root.mkdir(parents=True, exist_ok=True)
@@ -701,6 +764,14 @@ def fetch_source(source: str, raw_root: str | os.PathLike, *,
         if entry["kind"] not in ("zip", "tar"):
             continue
         archive = root / entry["path"]
+        if categories is not None and wanted is None:
+            # categories drawn by count: the category list comes with the file list (the first
+            # archive); resolve before the training archive is extracted
+            if listing.is_file():
+                wanted = _resolve_categories(src, root, categories, seed)
+                keep_member = _category_filter(src, wanted)
+            elif entry["name"] == _train_archive_name(src):
+                raise InpaintBenchError(f"{listing} was not in the file list; cannot draw categories by count.")
         try:
             names = safe_extract(archive, root, expected=entry["expected"], include=keep_member)
         except InpaintBenchError:

@@ -50,7 +50,7 @@ from PIL import Image
 from ..config import derive_seed
 from ..errors import InpaintBenchError
 from ..io import atomic_path, load_image, write_csv, write_json, write_text
-from .fetch import COMPLETE, short_category, user_folder_images
+from .fetch import COMPLETE, choose_categories, short_category, user_folder_images
 from .sources import get_source
 
 MANIFEST_FIELDS = ["id", "path", "split", "source", "sha256", "labels"]
@@ -175,26 +175,8 @@ def _category_name(raw: str) -> str:
 
 
 def _choose_categories(all_cats: list[str], wanted, seed: int) -> list[str]:
-    if wanted is None:
-        return list(all_cats)
-    if isinstance(wanted, int):
-        if not 0 < wanted <= len(all_cats):
-            raise InpaintBenchError(f"categories: {wanted} must be between 1 and {len(all_cats)}.")
-        rng = np.random.default_rng(derive_seed(seed, "places-categories"))
-        picked = rng.choice(len(all_cats), size=wanted, replace=False)
-        return [all_cats[i] for i in sorted(picked)]
-    chosen = []
-    for w in wanted:
-        name = _category_name(str(w)) if str(w).startswith("/") else str(w)
-        if name not in all_cats:
-            close = [c for c in all_cats if name.split("/")[0] in c][:5]
-            raise InpaintBenchError(
-                f"categories: {w!r} is not a Places365 category"
-                + (f" (did you mean {', '.join(close)}?)" if close else "")
-                + "; see categories_places365.txt in the fetched filelist."
-            )
-        chosen.append(name)
-    return chosen
+    # the same draw as fetch's (so fetch extracts exactly the categories read here)
+    return choose_categories(all_cats, wanted, seed)
 
 
 def _list_places(raw_root: Path, spec: dict, source: str, seed: int) -> tuple[list[Item], list[str]]:
