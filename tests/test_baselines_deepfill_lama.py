@@ -133,10 +133,11 @@ def test_deepfill_batch_equals_samples_processed_alone():
 # ------------------------------------------------------------- FFC (LaMa Sec. 3.1, Chi et al.)
 
 def _numpy_fourier_unit(x: np.ndarray, unit: FourierUnit) -> np.ndarray:
-    """Sec. 3.1 steps a-d, written directly with numpy (BN in eval mode)."""
+    """Sec. 3.1 steps a-d, written directly with numpy (BN in eval mode); real and imaginary
+    parts interleaved per channel as in advimman/lama's FourierUnit."""
     h, w = x.shape[-2:]
     spec = np.fft.rfft2(x, axes=(-2, -1), norm="ortho")
-    z = np.concatenate([spec.real, spec.imag], axis=1)
+    z = np.stack([spec.real, spec.imag], axis=2).reshape(x.shape[0], -1, h, spec.shape[-1])  # re0, im0, re1, …
     weight = unit.conv.weight.detach().double().numpy()[:, :, 0, 0]
     z = np.einsum("oc,nchw->nohw", weight, z)
     bn = unit.bn
@@ -144,8 +145,7 @@ def _numpy_fourier_unit(x: np.ndarray, unit: FourierUnit) -> np.ndarray:
     gamma, beta = bn.weight.detach().double().numpy(), bn.bias.detach().double().numpy()
     z = (z - mean[:, None, None]) / np.sqrt(var[:, None, None] + bn.eps) * gamma[:, None, None] + beta[:, None, None]
     z = np.maximum(z, 0)
-    c = z.shape[1] // 2
-    return np.fft.irfft2(z[:, :c] + 1j * z[:, c:], s=(h, w), axes=(-2, -1), norm="ortho")
+    return np.fft.irfft2(z[:, 0::2] + 1j * z[:, 1::2], s=(h, w), axes=(-2, -1), norm="ortho")
 
 
 def test_fourier_unit_matches_numpy_fft():
@@ -270,7 +270,7 @@ def test_log_keys():
     assert set(df.discriminator_losses(image, mask, out.pred.detach()).logs) == {"hinge_real", "hinge_fake"}
     lm = _build("lama_fourier", lama.SMALL_ARGS)
     out = lm.generator_losses(image, mask)
-    assert set(out.logs) == {"adv", "feature_matching", "hrf_perceptual"}
+    assert set(out.logs) == {"adv", "feature_matching", "hrf_perceptual", "l1"}  # l1 on the known pixels, weight 10
     assert set(lm.discriminator_losses(image, mask, out.pred.detach()).logs) == {"real", "fake", "r1"}
 
 

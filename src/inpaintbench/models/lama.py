@@ -19,15 +19,17 @@ Losses (Sec. 3.2-3.3), final objective
   discriminator's output grid); generator L_G = −E[log D(x̂)]. log σ terms are softplus.
 * R1 = E_x ||∇_x D(x)||² on real images (Sec. 3.3), added to L_D with weight γ (``r1``; 0
   turns it off, the paper calls it optional in small setups).
-* L_DiscPL (Sec. 3.3): feature matching, L1 between the discriminator's intermediate features
-  of the real and the predicted image, averaged over layers (pix2pixHD).
-* L_HRFPL (Sec. 3.2): L = M([φ_HRF(x) − φ_HRF(x̂)]²), M = mean over layers of the per-layer
-  means. **Substitute**: the paper's φ_HRF is a segmentation ResNet50 with dilated convs
+* L_DiscPL (Sec. 3.3): feature matching between the discriminator's intermediate features of
+  the real and the predicted image: per-layer MSE, averaged over layers, as the official code
+  computes it (advimman/lama saicinpainting/training/losses/feature_matching.py).
+* L_HRFPL (Sec. 3.2): per-layer MSE of φ_HRF(x) and φ_HRF(x̂), **summed** over layers as the
+  official ResNetPL does (the paper's text says "inter-layer mean"; its code and the released
+  weights use the sum, and no paper reproduced here states otherwise). **Substitute**: the paper's φ_HRF is a segmentation ResNet50 with dilated convs
   (ADE20k-pretrained) that is not available offline; φ here is the perceptual backbone
   chosen in params (``build_backbone(ctx.perceptual)``, or this model's ``loss.perceptual``
   block if given; offline default random-vgg16). The report must name the backbone used.
-* ``l1`` (weight 0 by default, not in the paper's Sec. 3 objective): an optional L1 on the known
-  pixels, which the released LaMa configs add with weight 10.
+* ``l1`` (weight 10): L1 on the known pixels (weight_known 10, weight_missing 0 in the official
+  configs lama-fourier.yaml / big-lama.yaml), averaged over all pixels like masked_l1_loss.
 
 Choices where the paper is silent: the discriminator scores the raw prediction x̂ (not the
 composite), so that known-region patches of x̂ are judged "real" as the paper describes; the
@@ -45,7 +47,7 @@ from .layers.ffc import FFCBNAct, FFCResBlock
 from .layers.patch_discriminators import NLayerPatchDiscriminator
 from .registry import register
 
-DEFAULT_WEIGHTS = {"adv": 10.0, "hrf_perceptual": 30.0, "feature_matching": 100.0, "r1": 0.001, "l1": 0.0}
+DEFAULT_WEIGHTS = {"adv": 10.0, "hrf_perceptual": 30.0, "feature_matching": 100.0, "r1": 0.001, "l1": 10.0}
 # built-in 64×64 CPU run (the constructor defaults) and LaMa-Fourier's published size
 SMALL_ARGS = {"ngf": 8, "n_down": 3, "n_blocks": 3, "ratio_g": 0.75, "disc_ndf": 8, "disc_layers": 3}
 PUBLISHED_ARGS = {"ngf": 64, "n_down": 3, "n_blocks": 9, "ratio_g": 0.75, "disc_ndf": 64, "disc_layers": 4}
@@ -86,16 +88,16 @@ class LamaGenerator(nn.Module):
 
 
 def hrf_perceptual_loss(backbone: nn.Module, pred: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """Sec. 3.2: M([φ(x) − φ(x̂)]²), the inter-layer mean of intra-layer means."""
+    """Sec. 3.2 as the official ResNetPL: per-layer MSE, summed over layers."""
     with torch.no_grad():
         target = [f.detach() for f in backbone(image)]
-    layers = [((a - b) ** 2).mean() for a, b in zip(backbone(pred), target)]
-    return sum(layers) / len(layers)
+    return sum(F.mse_loss(a, b) for a, b in zip(backbone(pred), target))
 
 
 def feature_matching_loss(fake_feats: list[torch.Tensor], real_feats: list[torch.Tensor]) -> torch.Tensor:
-    """Sec. 3.3 L_DiscPL: L1 between discriminator features of real and predicted images."""
-    layers = [F.l1_loss(f, r.detach()) for f, r in zip(fake_feats, real_feats)]
+    """Sec. 3.3 L_DiscPL: MSE between discriminator features of real and predicted images,
+    averaged over layers (official feature_matching_loss without a mask)."""
+    layers = [F.mse_loss(f, r.detach()) for f, r in zip(fake_feats, real_feats)]
     return sum(layers) / len(layers)
 
 
@@ -177,3 +179,58 @@ def build(args: dict, loss: dict, ctx: BuildContext) -> LamaFourier:
     perceptual = loss.get("perceptual", ctx.perceptual)
     backbone = build_backbone(perceptual, ctx)
     return LamaFourier(backbone=backbone, loss_weights=loss.get("weights"), **args)
+
+
+# --- official checkpoints (advimman/lama, saicinpainting/training/modules/ffc.py FFCResNetGenerator) ---
+# The official generator is one nn.Sequential `model`: [0] ReflectionPad2d(3), [1] the 7×7 stem,
+# [2 .. 1+n_down] the downsampling FFCs, then n_blocks FFCResnetBlocks, a ConcatTupleLayer, the
+# (ConvTranspose2d, BN, ReLU) triples, ReflectionPad2d(3), the 7×7 RGB conv and the sigmoid.
+_FFC_RENAMES = [("convl2l", "l2l"), ("convl2g", "l2g"), ("convg2l", "g2l"),
+                ("convg2g.conv1.", "g2g.reduce."), ("convg2g.fu.conv_layer", "g2g.fu.conv"),
+                ("convg2g.fu.bn", "g2g.fu.bn"), ("convg2g.conv2", "g2g.expand")]
+
+
+def official_generator_args(state: dict) -> dict:
+    """Our LamaGenerator args (ngf, n_down, n_blocks, ratio_g) read off an official state dict
+    (keys ``model.N....``, the ``generator.`` prefix already removed)."""
+    index = {}
+    for key in state:
+        parts = key.split(".")
+        if parts[0] == "model":
+            index.setdefault(int(parts[1]), set()).add(parts[2])
+    blocks = sorted(i for i, names in index.items() if "conv1" in names)
+    ffcs = sorted(i for i, names in index.items() if "ffc" in names)
+    last_down = state[f"model.{ffcs[-1]}.ffc.convl2g.weight"].shape[0]
+    last_local = state[f"model.{ffcs[-1]}.ffc.convl2l.weight"].shape[0]
+    return {"ngf": int(state["model.1.ffc.convl2l.weight"].shape[0]), "n_down": len(ffcs) - 1,
+            "n_blocks": len(blocks), "ratio_g": last_down / (last_down + last_local)}
+
+
+def convert_official_generator(state: dict) -> tuple[dict, dict]:
+    """(args, state dict of our LamaGenerator) from the official FFCResNetGenerator's state dict."""
+    args = official_generator_args(state)
+    n_down, n_blocks = args["n_down"], args["n_blocks"]
+    first_block, first_up = 2 + n_down, 3 + n_down + n_blocks
+    head = first_up + 3 * n_down + 1
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] != "model":
+            raise KeyError(f"unexpected key {key!r} in a LaMa generator state dict")
+        i, rest = int(parts[1]), ".".join(parts[2:])
+        for a, b in _FFC_RENAMES:
+            rest = rest.replace(a, b)
+        if i == 1:
+            name = f"stem.{rest}"
+        elif 2 <= i < first_block:
+            name = f"down.{i - 2}.{rest}"
+        elif first_block <= i < first_block + n_blocks:
+            name = f"blocks.{i - first_block}.{rest}"
+        elif first_up <= i < head - 1:
+            name = f"up.{i - first_up}.{rest}"
+        elif i == head:
+            name = f"head.1.{rest}"
+        else:
+            raise KeyError(f"unexpected key {key!r} in a LaMa generator state dict")
+        out[name] = value
+    return args, out

@@ -26,7 +26,9 @@ from torch import nn
 
 
 class FourierUnit(nn.Module):
-    """Sec. 3.1 steps a-d; channels [0:C] of the stacked spectrum hold real parts, [C:2C] imaginary."""
+    """Sec. 3.1 steps a-d. The stacked spectrum interleaves real and imaginary parts per channel
+    (channel 2c = Re X_c, 2c+1 = Im X_c), the layout of advimman/lama's FourierUnit, so that the
+    released checkpoints' 1×1 conv and BN weights load without a permutation."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
@@ -39,10 +41,10 @@ class FourierUnit(nn.Module):
         dtype = x.dtype
         fft_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype  # FFT needs ≥ fp32
         spec = torch.fft.rfftn(x.to(fft_dtype), dim=(-2, -1), norm="ortho")  # a)
-        z = torch.cat([spec.real, spec.imag], dim=1)  # b)
+        z = torch.stack([spec.real, spec.imag], dim=2).flatten(1, 2)  # b) channels re0, im0, re1, im1, …
         z = self.act(self.bn(self.conv(z.to(dtype)))).to(fft_dtype)  # c)
-        re, im = z.chunk(2, dim=1)
-        out = torch.fft.irfftn(torch.complex(re, im), s=(h, w), dim=(-2, -1), norm="ortho")  # d)
+        z = z.unflatten(1, (-1, 2))
+        out = torch.fft.irfftn(torch.complex(z[:, :, 0], z[:, :, 1]), s=(h, w), dim=(-2, -1), norm="ortho")  # d)
         return out.to(dtype)
 
 
