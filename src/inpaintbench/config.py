@@ -7,6 +7,7 @@ and say what was expected, e.g. ``params.yaml: experiments.builtin.models[2]: un
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -18,26 +19,11 @@ import yaml
 
 from .errors import InpaintBenchError
 
-TOP_LEVEL = {
-    "seed": int, "device": str, "suite": str, "suites": dict, "datasets": dict, "masks": dict,
-    "perceptual": dict, "training": dict, "evaluation": dict, "models": dict, "experiments": dict,
-    "teacher": dict, "report": dict, "mlflow": dict, "downloads": dict, "fid": dict, "efficiency": dict,
-    "slurm": dict,
-}
-DEVICES = ("auto", "cpu", "cuda")
-TRAINING_KEYS = {
-    "batch_size": int, "epochs": int, "steps_per_epoch": int, "checkpoint_every": int,
-    "val_pairs": int, "num_threads": int, "amp": str, "optimizer": dict, "mask_ratio": list,
-    "log_every": int, "d_optimizer": dict,
-}
-OPTIMIZER_KEYS = {"name": str, "lr": float, "betas": list, "weight_decay": float}
-MODEL_KEYS = {"arch": str, "args": dict, "loss": dict, "optimizer": dict, "training": dict,
-              "requires": list, "label": str, "paper_args": dict}
-EXPERIMENT_KEYS = {"description": str, "size": int, "runs": list, "models": list, "masks": str,
-                   "buckets": list, "pairs_per_bucket": int, "tables": list, "ablations": list,
-                   "samples_per_bucket": int, "training": dict, "teacher": dict}
+SCHEMA_FILE = "workflow/schemas/params.schema.yaml"   # every key, type and range of params.yaml
 DATASET_SOURCES_BUILTIN = "builtin"
-_INTERVAL = re.compile(r"^\s*([\(\[])\s*([0-9.]+)\s*,\s*([0-9.]+)\s*([\)\]])\s*$")
+LABELLESS_SOURCES = {"paris-streetview"}  # prepare writes an empty labels.txt: no `trained` teacher
+_NUM = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_INTERVAL = re.compile(rf"^\s*([\(\[])\s*({_NUM})\s*,\s*({_NUM})\s*([\)\]])\s*$")
 
 
 @dataclass(frozen=True)
@@ -74,41 +60,97 @@ class TrainJob:
     model: str
 
 
-def _type_name(t) -> str:
-    return {int: "an integer", float: "a number", str: "a string", dict: "a mapping", list: "a list",
-            bool: "true/false"}[t]
+def schema_path() -> Path:
+    """The params JSON Schema: in the source checkout beside the package, else in the working folder."""
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (base / SCHEMA_FILE).exists():
+            return base / SCHEMA_FILE
+    raise InpaintBenchError(f"the params schema {SCHEMA_FILE} is missing; run from the project root")
 
 
-def _check_type(value: Any, expected, where: str) -> None:
-    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+@functools.lru_cache(maxsize=4)
+def _validator(path: str):
+    import jsonschema
+
+    schema = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+_TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "object": "a mapping",
+               "array": "a list", "boolean": "true/false", "null": "null (empty)"}
+
+
+def _key_path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _schema_problem(err) -> tuple[str, str]:
+    """(key path, what is wrong and what is allowed) of one jsonschema error."""
+    where, v, s, value = _key_path(err.absolute_path), err.validator, err.schema, err.instance
+    note = f" ({s['description']})" if isinstance(s, dict) and s.get("description") else ""
+    if v == "additionalProperties":
+        allowed = sorted(s.get("properties", {}))
+        extra = sorted(k for k in value if k not in allowed)
+        key = f"{where}.{extra[0]}" if where else str(extra[0])
+        more = f" (and {', '.join(map(repr, extra[1:]))})" if len(extra) > 1 else ""
+        return key, f"unknown key {extra[0]!r}{more}; allowed: {', '.join(allowed)}"
+    if v == "required":
+        missing = [k for k in err.validator_value if k not in value]
+        return where or "(top level)", f"missing key {', '.join(map(repr, missing))}"
+    if v == "type":
+        types = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        return where, f"expected {' or '.join(_TYPE_NAMES.get(t, t) for t in types)}, got {_show(value)}"
+    if v == "const":
+        return where, f"expected {err.validator_value!r}, got {_show(value)}"
+    if v == "enum":
+        return where, f"expected one of {', '.join(str(x).lower() if isinstance(x, bool) else str(x) for x in err.validator_value)}, got {_show(value)}"
+    bounds = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+    if v in bounds:
+        return where, f"must be {bounds[v]} {err.validator_value}{note}, got {_show(value)}"
+    if v in ("minItems", "maxItems"):
+        n = err.validator_value
+        lo_hi = "at least" if v == "minItems" else "at most"
+        return where, f"needs {lo_hi} {n} item{'s' if n != 1 else ''}, got {_show(value)}"
+    if v in ("minLength", "minProperties"):
+        return where, f"must not be empty{note}"
+    if v == "pattern":
+        return where, f"{_show(value)} is not {s.get('description') or 'matching the pattern ' + s['pattern']}"
+    if v in ("oneOf", "anyOf"):
+        options = sorted({_schema_problem(c)[1] for c in err.context if not c.relative_path})
+        return where, f"{_show(value)} is not allowed: " + "; or ".join(options)
+    return where, err.message
+
+
+def check_schema(raw: Any, source: str = "params.yaml") -> None:
+    """Validate `raw` against the params JSON Schema; one error line per problem, naming the key path."""
+    errors = sorted(_validator(str(schema_path())).iter_errors(raw), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
         return
-    if expected is int and isinstance(value, bool):
-        raise InpaintBenchError(f"params.yaml: {where}: expected {_type_name(int)}, got {value!r}")
-    if not isinstance(value, expected):
-        raise InpaintBenchError(f"params.yaml: {where}: expected {_type_name(expected)}, got {value!r}")
-
-
-def _check_keys(block: dict, allowed: dict, where: str) -> None:
-    for key, value in block.items():
-        if key not in allowed:
-            raise InpaintBenchError(
-                f"params.yaml: {where}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}")
-        _check_type(value, allowed[key], f"{where}.{key}" if where else key)
-
-
-def _check_optimizer(opt: dict, where: str) -> None:
-    _check_keys(opt, OPTIMIZER_KEYS, where)
-    if opt.get("name", "adam") not in ("adam", "adamw"):
-        raise InpaintBenchError(f"params.yaml: {where}.name: expected adam or adamw, got {opt['name']!r}")
-    betas = opt.get("betas")
-    if betas is not None and (len(betas) != 2 or not all(isinstance(b, (int, float)) for b in betas)):
-        raise InpaintBenchError(f"params.yaml: {where}.betas: expected two numbers, got {betas!r}")
+    lines = []
+    for err in errors:
+        where, what = _schema_problem(err)
+        line = f"{source}: {where or '(top level)'}: {what}"
+        if line not in lines:
+            lines.append(line)
+    shown = lines[:8] + ([f"... and {len(lines) - 8} more problems"] if len(lines) > 8 else [])
+    raise InpaintBenchError("\n".join(shown))
 
 
 class Params:
     def __init__(self, raw: dict, path: Path | None = None):
         self.raw = raw
         self.path = path
+        self.source = str(path) if path is not None else "params.yaml"   # named in every error
         self.validate()
 
     # ---- raw access -------------------------------------------------------------------------
@@ -125,113 +167,112 @@ class Params:
 
     # ---- validation -------------------------------------------------------------------------
     def validate(self) -> None:
-        raw = self.raw
+        """The schema (every key, type and range), then the cross-checks a schema cannot express."""
+        raw, src = self.raw, self.source
         if not isinstance(raw, dict):
-            raise InpaintBenchError("params.yaml: the file must be a YAML mapping of sections")
-        _check_keys(raw, TOP_LEVEL, "")
-        for key in ("datasets", "models", "experiments"):
-            if key not in raw:
-                raise InpaintBenchError(f"params.yaml: missing section {key!r}")
-        if self.device not in DEVICES:
-            raise InpaintBenchError(f"params.yaml: device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
-        _check_keys(raw.get("training", {}), TRAINING_KEYS, "training")
-        _check_optimizer(raw.get("training", {}).get("optimizer", {}), "training.optimizer")
+            raise InpaintBenchError(f"{src}: the file must be a YAML mapping of sections")
+        check_schema(raw, src)
+        from .data.sources import SOURCES
+
         for name, ds in raw["datasets"].items():
-            _check_type(ds, dict, f"datasets.{name}")
-            if "source" not in ds or "size" not in ds:
-                raise InpaintBenchError(f"params.yaml: datasets.{name}: needs 'source' and 'size'")
-            _check_type(ds["size"], int, f"datasets.{name}.size")
-        for name, ms in raw.get("masks", {}).items():
-            _check_type(ms, dict, f"masks.{name}")
-            if "source" not in ms:
-                raise InpaintBenchError(f"params.yaml: masks.{name}: needs 'source'")
-        for step, block in raw.get("slurm", {}).items():
-            if step not in ("train", "teacher"):
-                raise InpaintBenchError(f"params.yaml: slurm: unknown step {step!r}; allowed: teacher, train")
-            _check_type(block, dict, f"slurm.{step}")
-            _check_keys(block, {"runtime": int, "mem_mb": int}, f"slurm.{step}")
+            if ds["source"] != DATASET_SOURCES_BUILTIN and ds["source"] not in SOURCES:
+                raise InpaintBenchError(
+                    f"{src}: datasets.{name}.source: unknown source {ds['source']!r}; known: "
+                    f"{', '.join([DATASET_SOURCES_BUILTIN, *sorted(SOURCES)])}")
+        ranges = [("training.mask_ratio", raw.get("training", {}).get("mask_ratio"))]
+        ranges += [(f"masks.{n}.ratio_range", m.get("ratio_range")) for n, m in raw.get("masks", {}).items()]
+        for where, rr in ranges:
+            if rr is not None and rr[0] > rr[1]:
+                raise InpaintBenchError(f"{src}: {where}: needs low <= high, got {rr}")
+        blocks = [("training", raw.get("training", {}))]
+        blocks += [(f"experiments.{n}.training", e.get("training", {})) for n, e in raw["experiments"].items()]
+        blocks += [(f"models.{n}.training", m.get("training", {})) for n, m in raw["models"].items()]
+        for where, block in blocks:
+            ms = block.get("masks", "generated")
+            if ms != "generated" and ms not in raw.get("masks", {}):
+                raise InpaintBenchError(f"{src}: {where}.masks: unknown mask set {ms!r}; use generated or one of "
+                                        f"{', '.join(raw.get('masks', {}))}")
         self._validate_models()
         self._validate_experiments()
         suites = raw.get("suites", {})
         for sname, exps in suites.items():
-            _check_type(exps, list, f"suites.{sname}")
             for e in exps:
                 if e not in raw["experiments"]:
                     raise InpaintBenchError(
-                        f"params.yaml: suites.{sname}: unknown experiment {e!r}; known: {', '.join(raw['experiments'])}")
+                        f"{src}: suites.{sname}: unknown experiment {e!r}; known: {', '.join(raw['experiments'])}")
         suite = raw.get("suite")
         if suite is not None and suite not in suites and suite not in raw["experiments"]:
             raise InpaintBenchError(
-                f"params.yaml: suite: {suite!r} is neither a suite ({', '.join(suites)}) nor an experiment")
+                f"{src}: suite: {suite!r} is neither a suite ({', '.join(suites)}) nor an experiment")
 
     def _validate_models(self) -> None:
         from .models import registry
 
         known_arch = set(registry.architectures())
         for name, spec in self.raw["models"].items():
-            where = f"models.{name}"
-            _check_type(spec, dict, where)
-            _check_keys(spec, MODEL_KEYS, where)
-            if "arch" not in spec:
-                raise InpaintBenchError(f"params.yaml: {where}: needs 'arch' (one of {', '.join(sorted(known_arch))})")
             if spec["arch"] not in known_arch:
                 raise InpaintBenchError(
-                    f"params.yaml: {where}.arch: unknown architecture {spec['arch']!r}; known: {', '.join(sorted(known_arch))}")
-            if "optimizer" in spec:
-                _check_optimizer(spec["optimizer"], f"{where}.optimizer")
-            if "training" in spec:
-                _check_keys(spec["training"], TRAINING_KEYS, f"{where}.training")
+                    f"{self.source}: models.{name}.arch: unknown architecture {spec['arch']!r}; "
+                    f"known: {', '.join(sorted(known_arch))}")
 
     def _validate_experiments(self) -> None:
-        raw = self.raw
+        raw, src = self.raw, self.source
         for name, exp in raw["experiments"].items():
             where = f"experiments.{name}"
-            _check_type(exp, dict, where)
-            _check_keys(exp, EXPERIMENT_KEYS, where)
-            for key in ("runs", "models", "buckets", "masks", "size"):
-                if key not in exp:
-                    raise InpaintBenchError(f"params.yaml: {where}: missing {key!r}")
             for i, m in enumerate(exp["models"]):
                 if m not in raw["models"]:
                     raise InpaintBenchError(
-                        f"params.yaml: {where}.models[{i}]: unknown model {m!r}; known: {', '.join(raw['models'])}")
+                        f"{src}: {where}.models[{i}]: unknown model {m!r}; known: {', '.join(raw['models'])}")
             if exp["masks"] not in raw.get("masks", {}):
                 raise InpaintBenchError(
-                    f"params.yaml: {where}.masks: unknown mask set {exp['masks']!r}; known: {', '.join(raw.get('masks', {}))}")
-            if "training" in exp:
-                _check_keys(exp["training"], TRAINING_KEYS, f"{where}.training")
+                    f"{src}: {where}.masks: unknown mask set {exp['masks']!r}; known: {', '.join(raw.get('masks', {}))}")
+            seen: dict[tuple, int] = {}
             for i, b in enumerate(exp["buckets"]):
-                Bucket.parse(b, f"params.yaml: {where}.buckets[{i}]")
+                parsed = Bucket.parse(b, f"{src}: {where}.buckets[{i}]")
+                key = (parsed.lo, parsed.hi, parsed.lo_closed, parsed.hi_closed)
+                if key in seen:
+                    raise InpaintBenchError(
+                        f"{src}: {where}.buckets[{i}]: {b!r} repeats buckets[{seen[key]}]; each bucket once")
+                seen[key] = i
             for i, spec in enumerate(exp.get("tables", [])):
                 self._validate_table(spec, exp, f"{where}.tables[{i}]")
+            self._validate_teacher_choice(name, exp, where)
             for i, run in enumerate(exp["runs"]):
                 rw = f"{where}.runs[{i}]"
-                _check_type(run, dict, rw)
-                if set(run) - {"train", "eval"} or "train" not in run or "eval" not in run:
-                    raise InpaintBenchError(f"params.yaml: {rw}: expected keys 'train' and 'eval'")
                 for ds in [run["train"], *run["eval"]]:
                     if ds not in raw["datasets"]:
                         raise InpaintBenchError(
-                            f"params.yaml: {rw}: unknown dataset {ds!r}; known: {', '.join(raw['datasets'])}")
+                            f"{src}: {rw}: unknown dataset {ds!r}; known: {', '.join(raw['datasets'])}")
                     if raw["datasets"][ds]["size"] != exp["size"]:
                         raise InpaintBenchError(
-                            f"params.yaml: {rw}: dataset {ds!r} is prepared at {raw['datasets'][ds]['size']} px "
+                            f"{src}: {rw}: dataset {ds!r} is prepared at {raw['datasets'][ds]['size']} px "
                             f"but the experiment runs at {exp['size']} px; make them equal")
+
+    def _validate_teacher_choice(self, name: str, exp: dict, where: str) -> None:
+        """The `trained` teacher (train/teacher.py) only where the training set has labels."""
+        if self.teacher(name).get("kind", "trained") != "trained":
+            return
+        uses = [m for m in exp["models"] if "teacher" in self.raw["models"][m].get("requires", [])]
+        for run in exp["runs"] if uses else []:
+            source = self.raw["datasets"].get(run["train"], {}).get("source")
+            if source in LABELLESS_SOURCES:
+                raise InpaintBenchError(
+                    f"{self.source}: {where}: models {', '.join(uses)} need a teacher, and the `trained` teacher "
+                    f"needs labels, which {run['train']!r} ({source}) does not have. Set {where}.teacher.kind: "
+                    f"asl-tresnet-l (the papers' teacher: Open_ImagesV6_TRresNet_L_448.pth in "
+                    f"$TORCH_HOME/hub/checkpoints) or imagenet-resnet50 (offline substitute).")
 
     def _validate_table(self, spec, exp: dict, where: str) -> None:
         from .report.paper_tables import parse_spec
 
-        _check_type(spec, dict, where)
-        if "name" not in spec:
-            raise InpaintBenchError(f"params.yaml: {where}: needs a 'name' (the output file stem)")
         rest = {k: v for k, v in spec.items() if k != "name"}
         try:
             parsed = parse_spec(rest, spec["name"])
         except InpaintBenchError as exc:
-            raise InpaintBenchError(f"params.yaml: {where}: {exc}") from None
+            raise InpaintBenchError(f"{self.source}: {where}: {exc}") from None
         for model in parsed.methods:
             if model not in exp["models"]:
-                raise InpaintBenchError(f"params.yaml: {where}.methods: {model!r} is not a model of this experiment")
+                raise InpaintBenchError(f"{self.source}: {where}.methods: {model!r} is not a model of this experiment")
 
     # ---- derived views ----------------------------------------------------------------------
     def active_experiments(self, suite: str | None = None) -> list[str]:
@@ -263,6 +304,21 @@ class Params:
     def teacher(self, experiment: str) -> dict:
         """The global `teacher` block overlaid with the experiment's own (e.g. paper-scale widths)."""
         return {**self.raw.get("teacher", {}), **self.experiment(experiment).get("teacher", {})}
+
+    def perceptual(self, experiment: str | None = None) -> dict:
+        """The perceptual/style-loss backbone of an experiment: the global `perceptual` block
+        overlaid with the experiment's own (the papers' experiments ask for ImageNet VGG16)."""
+        base = dict(self.raw.get("perceptual") or {"backbone": "random-vgg16"})
+        own = self.experiment(experiment).get("perceptual", {}) if experiment else {}
+        return {**base, **own}
+
+    def requirements(self, model: str, experiment: str) -> list[str]:
+        """Artifacts other rules must produce for `model` in `experiment` (its `requires`). The
+        `teacher` artifact is only trained when the experiment's teacher kind is `trained`; the
+        other kinds load released weights (train/teacher.py)."""
+        reqs = list(self.model(model).get("requires", []))
+        trained = self.teacher(experiment).get("kind", "trained") == "trained"
+        return [r for r in reqs if r != "teacher" or trained]
 
     def model_training_spec(self, model: str) -> dict:
         """The parts of a model's params that change its training (not `label`, `paper_args`)."""
@@ -311,6 +367,8 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise InpaintBenchError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise InpaintBenchError(f"{path}: the file must be a YAML mapping of sections (got {type(raw).__name__})")
     if overrides:
         raw = {**raw, **overrides}
     return Params(raw, path)

@@ -3,15 +3,23 @@ import os
 import sys
 
 from snakemake.resources import Resource
+from snakemake.utils import validate
 
 from inpaintbench import paths
 from inpaintbench.config import Params
 from inpaintbench.errors import InpaintBenchError
 
+# Validation: first inpaintbench's own (the JSON Schema workflow/schemas/params.schema.yaml with
+# messages naming the file and key path, then the cross-checks), then the Snakemake convention
+# (snakemake.utils.validate against the same schema), which then passes by construction.
+_CONFIG_NAME = " + ".join(
+    os.path.relpath(f) if not os.path.relpath(f).startswith("..") else os.path.abspath(f)
+    for f in map(str, getattr(workflow, "configfiles", []))) or "params.yaml"
 try:
-    PARAMS = Params(dict(config))
+    PARAMS = Params(dict(config), _CONFIG_NAME)
 except InpaintBenchError as exc:
     sys.exit(f"inpaintbench: {exc}")
+validate(config, "../schemas/params.schema.yaml", set_default=False)
 
 EXPERIMENTS = PARAMS.active_experiments(config.get("suite"))
 
@@ -127,8 +135,17 @@ def train_inputs(w):
     return {
         "images": str(paths.prepared_manifest(w.train)),
         "val": str(paths.pairs_csv(w.experiment, w.train, "val")),
-        **{r: str(paths.artifact(w.experiment, w.train, r)) for r in spec.get("requires", [])},
+        **{r: str(paths.artifact(w.experiment, w.train, r)) for r in PARAMS.requirements(w.model, w.experiment)},
+        **train_mask_inputs(w),
     }
+
+
+def train_mask_inputs(w):
+    """The mask set a training job draws its masks from (training.masks), at the experiment's size."""
+    source = PARAMS.training(w.model, w.experiment).get("masks", "generated")
+    if source == "generated":
+        return {}
+    return {"train_masks": str(paths.maskset_manifest(source, PARAMS.experiment(w.experiment)["size"]))}
 
 
 def eval_inputs(w):
@@ -149,3 +166,18 @@ def report_inputs(w):
                 runs += [str(paths.run_dir(w.experiment, run["train"], m) / f) for f in ("history.csv", "epochs.csv", "run.json")]
     return {"summary": str(paths.summary_csv(w.experiment)), "runs": runs,
             "efficiency": str(paths.RESULTS / w.experiment / "efficiency.csv")}
+
+
+# Preflight: before any job runs (not in a dry run), the pretrained weights that the training jobs
+# about to run need must be on this machine (src/inpaintbench/preflight.py); otherwise stop now,
+# naming each missing file, where to put it, and the offline substitute one may choose.
+onstart:
+    from inpaintbench.config import TrainJob
+    from inpaintbench.preflight import missing_weights
+
+    _jobs = [TrainJob(j.wildcards["experiment"], j.wildcards["train"], j.wildcards["model"])
+             for j in workflow.dag.needrun_jobs() if j.rule.name == "train"]
+    _missing = missing_weights(PARAMS, _jobs)
+    if _missing:
+        raise SystemExit("inpaintbench: the settings ask for pretrained weights this machine does not have "
+                         "(nothing was run):\n  - " + "\n  - ".join(_missing))
