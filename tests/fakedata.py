@@ -114,20 +114,21 @@ def celeba_files(n: int = 12, corrupt: tuple[int, ...] = ()) -> dict[str, bytes]
 PLACES_CATEGORIES = ["/a/airfield", "/a/apartment_building/outdoor", "/b/bedroom", "/c/canyon"]
 
 
-def places_files(train_per_cat: int = 4, val_per_cat: int = 2) -> dict[str, bytes]:
+def places_files(train_per_cat: int = 4, val_per_cat: int = 2, categories: list[str] | None = None) -> dict[str, bytes]:
     """filelist_places365-standard.tar (categories_places365.txt, places365_train_standard.txt,
     places365_val.txt at the archive root), val_256.tar (val_256/Places365_val_00000001.jpg),
     train_256_places365standard.tar (data_256/a/airfield/00000001.jpg)."""
-    cats = "".join(f"{c} {i}\n" for i, c in enumerate(PLACES_CATEGORIES))
+    categories = categories or PLACES_CATEGORIES
+    cats = "".join(f"{c} {i}\n" for i, c in enumerate(categories))
     train_list, train_members, val_list, val_members = [], {}, [], {}
     k = 0
-    for i, c in enumerate(PLACES_CATEGORIES):
+    for i, c in enumerate(categories):
         for j in range(1, train_per_cat + 1):
             rel = f"{c}/{j:08d}.jpg"
             train_list.append(f"{rel} {i}\n")
             train_members[f"data_256{rel}"] = image_bytes(256, 256, 1000 + 10 * i + j)
     for j in range(val_per_cat):
-        for i, c in enumerate(PLACES_CATEGORIES):
+        for i, c in enumerate(categories):
             k += 1
             name = f"Places365_val_{k:08d}.jpg"
             val_list.append(f"{name} {i}\n")

@@ -12,18 +12,18 @@ rule train:
         epochs="runs/{experiment}/{train}/{model}/epochs.csv",
         info="runs/{experiment}/{train}/{model}/run.json",
     params:
-        spec=lambda w: PARAMS.section_hash("seed", "device", "perceptual", extra=[PARAMS.model_training_spec(w.model), PARAMS.training(w.model, w.experiment), PARAMS.experiment(w.experiment)["size"]]),
+        spec=lambda w: PARAMS.section_hash("seed", "device", extra=[PARAMS.model_training_spec(w.model), PARAMS.training(w.model, w.experiment), PARAMS.experiment(w.experiment)["size"], PARAMS.teacher(w.experiment), PARAMS.perceptual(w.experiment)]),
     log:
         "logs/train/{experiment}/{train}/{model}.log",
     conda:
         "../envs/inpaintbench.yaml"
-    threads: 1
+    threads: lambda w: int(PARAMS.training(w.model, w.experiment).get("threads", 1))
     resources:
         gpu=1,
         runtime=slurm_resource("train", "runtime"),
         mem_mb=slurm_resource("train", "mem_mb"),
     shell:
-        "inpaintbench train {wildcards.experiment} {wildcards.train} {wildcards.model} > {log} 2>&1"
+        "INPAINTBENCH_THREADS={threads} inpaintbench train {wildcards.experiment} {wildcards.train} {wildcards.model} > {log} 2>&1"
 
 
 rule train_all:

@@ -83,7 +83,7 @@ def build_experiment(params, experiment: str) -> dict:
     md_by_ds = tables.write_experiment_tables(summary, out_dir, experiment, models, buckets, metrics, datasets, labels)
     fid = _fid_status(experiment, exp)
     eff, eff_md = _efficiency(experiment, out_dir)
-    paper_md = {}
+    paper_md, substitutes = {}, {}
     (out_dir / "paper_tables").mkdir(parents=True, exist_ok=True)  # a declared output, even when empty
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     full = pd.concat([summary, _efficiency_as_summary(eff, experiment)], ignore_index=True)
@@ -93,6 +93,13 @@ def build_experiment(params, experiment: str) -> dict:
         pt = build_paper_table(full, spec, name)
         write_paper_table(pt, out_dir / "paper_tables", name)
         paper_md[name] = to_markdown(pt)
+        note = _substitutes_note(params, experiment, spec.get("methods", {}))
+        substitutes[name] = note
+        if note:  # every offline substitute behind this table's numbers, named beside it
+            paper_md[name] += "\n\n" + note + "\n"
+            md_file = out_dir / "paper_tables" / f"{name}.md"
+            if md_file.exists():
+                write_text(md_file, md_file.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + note + "\n")
     figures = []
     fig_dir = out_dir / "figures"
     for run in exp["runs"]:
@@ -130,14 +137,32 @@ def build_experiment(params, experiment: str) -> dict:
     info = {"experiment": experiment, "description": exp.get("description", ""), "datasets": datasets,
             "figures": [[str(p.relative_to(paths.REPORTS)), cap] for p, cap in figures],
             "tables": {ds: md for ds, md in md_by_ds.items()}, "paper_tables": paper_md, "efficiency": eff_md,
-            "fid": fid, "perceptual_backbone": _backbone_text(params),
+            "fid": fid, "perceptual_backbone": _backbone_text(params.perceptual(experiment)),
+            "paper_table_substitutes": substitutes,
             "models": {m: _model_info(params, experiment, exp, m) for m in models}}
     write_json(out_dir / "report.json", info)
     return info
 
 
-def _backbone_text(params) -> str:
-    cfg = params.raw.get("perceptual", {"backbone": "random-vgg16"})
+def _substitutes_note(params, experiment: str, methods) -> str:
+    """'Substitutes used: ...' for the learned methods of one paper table (preflight.SUBSTITUTES):
+    the perceptual backbone and teacher each method trained with, when not the paper's."""
+    from ..preflight import substitutes_used
+
+    used: dict[str, list[str]] = {}
+    for m in methods:
+        if m not in params.raw["models"] or not params.is_learned(m):
+            continue
+        teacher = params.teacher(experiment) if "teacher" in params.model(m).get("requires", []) else None
+        for text in substitutes_used(params.perceptual(experiment), teacher):
+            used.setdefault(text, []).append(params.model(m).get("label", m))
+    if not used:
+        return ""
+    return "Substitutes used (not the papers' parts): " + "; ".join(
+        f"{text} [{', '.join(who)}]" for text, who in used.items()) + "."
+
+
+def _backbone_text(cfg: dict) -> str:
     name = cfg.get("backbone", "random-vgg16")
     if name == "random-vgg16":
         return (f"random-vgg16 (width {cfg.get('width', 1.0)}): a seeded, untrained VGG16-shaped network standing in "

@@ -28,12 +28,13 @@ from ..io import load_image, read_csv, write_csv, write_json
 from ..masks.generate import training_mask
 from ..models import registry
 from ..models.base import BuildContext
-from . import checkpoints
+from . import checkpoints, data
 from .devices import claim_gpu, resolve_device
 
 DEFAULT_TRAINING = {"batch_size": 8, "epochs": 4, "steps_per_epoch": 50, "checkpoint_every": 50,
                     "val_pairs": 16, "num_threads": 0, "amp": "bf16", "mask_ratio": [0.05, 0.6],
-                    "log_every": 1}
+                    "log_every": 1, "masks": "generated", "num_workers": "auto", "channels_last": False,
+                    "compile": False}
 
 
 class ImageSet:
@@ -60,6 +61,15 @@ class ImageSet:
         if self._cache is not None:
             self._cache[i] = img
         return img
+
+
+def _enabled(setting, device: str) -> bool:
+    """``training.compile`` / ``training.channels_last``: true, false, or ``cuda`` (only on CUDA)."""
+    if setting in ("cuda", "gpu"):
+        return device == "cuda"
+    if isinstance(setting, bool):
+        return setting
+    raise InpaintBenchError(f"expected true, false or 'cuda', got {setting!r}")
 
 
 def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
@@ -108,9 +118,10 @@ def build_model(params: Params, experiment: str, train: str, model_name: str, se
     labels_file = paths.prepared_dir(train) / "labels.txt"
     ctx = BuildContext(
         image_size=params.experiment(experiment)["size"], seed=seed,
-        perceptual=dict(params.raw.get("perceptual", {"backbone": "random-vgg16"})),
-        artifacts={r: str(paths.artifact(experiment, train, r)) for r in spec.get("requires", [])},
-        num_labels=len(labels_file.read_text().split()) if labels_file.exists() else 0, device=device)
+        perceptual=params.perceptual(experiment),
+        artifacts={r: str(paths.artifact(experiment, train, r)) for r in params.requirements(model_name, experiment)},
+        num_labels=len(labels_file.read_text().split()) if labels_file.exists() else 0, device=device,
+        teacher=params.teacher(experiment))
     torch.manual_seed(seed)
     model = registry.build(spec["arch"], spec.get("args"), spec.get("loss"), ctx)
     ctx_state = {k: v for k, v in ctx.__dict__.items() if k != "device"}
@@ -137,7 +148,14 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
     out_dir.mkdir(parents=True, exist_ok=True)
     size = params.experiment(experiment)["size"]
     model, ctx_state = build_model(params, experiment, train, model_name, seed, device)
-    images = ImageSet(paths.prepared_manifest(train), "train", size)
+    workers = data.default_workers(cfg["num_workers"], cfg["num_threads"])
+    channels_last = _enabled(cfg["channels_last"], device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if _enabled(cfg["compile"], device):
+        model.generator_losses = torch.compile(model.generator_losses)
+    images = data.train_images(paths.prepared_manifest(train), size, workers=max(1, workers))
+    mask_bank = None if cfg["masks"] == "generated" else data.maskset_bank(cfg["masks"], size, cfg["mask_ratio"], max(1, workers))
     val = load_pairs(paths.pairs_csv(experiment, train, "val"), size, limit=int(cfg["val_pairs"]))
     opt_g = make_optimizer(model.generator_parameters(), cfg["optimizer"])
     disc = model.discriminator
@@ -163,50 +181,79 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
                 "trainable_parameters": sum(p.numel() for p in model.generator_parameters()),
                 **{f"args.{k}": v for k, v in spec.get("args", {}).items()},
                 **{f"training.{k}": v for k, v in cfg.items()},
-                "perceptual": params.raw.get("perceptual", {}).get("backbone", "random-vgg16")}
+                "perceptual": params.perceptual(experiment).get("backbone", "random-vgg16")}
         run = Run(f"inpaintbench/{experiment}", f"{train}/{model_name}", flat,
                   {"experiment": experiment, "train_dataset": train, "model": model_name},
-                  params.raw.get("mlflow"), run_id=state["mlflow_run_id"])
+                  params.raw.get("mlflow"), run_id=state["mlflow_run_id"], run_file=out_dir / "mlflow_run.json")
         state["mlflow_run_id"] = run.run_id
+        print(f"MLflow run {run.run_id} ({'continued' if run.resumed else 'new'}), experiment inpaintbench/{experiment}, "
+              f"store {run.uri}", flush=True)
     amp = device == "cuda" and cfg["amp"] == "bf16"
     started = time.perf_counter() - state["seconds"]
     current_epoch = None
 
     def save_state():
+        if run:  # metrics first: a kill right after the checkpoint loses none of the steps it holds
+            run.flush()
         state["seconds"] = time.perf_counter() - started
         checkpoints.save(last, {"model": model.state_dict(), "opt_g": opt_g.state_dict(),
                                 "opt_d": opt_d.state_dict() if opt_d is not None else None, "state": state})
 
     bar = tqdm(total=total, initial=state["step"], desc=f"train {model_name}", disable=not progress, mininterval=2)
+    batches = data.StepBatches(images, seed, int(cfg["batch_size"]), cfg["mask_ratio"], mask_bank)
+    loader = iter(data.make_loader(batches, state["step"], total, workers, pin_memory=device == "cuda"))
+    log_every = int(cfg["log_every"])
+    # Losses stay on the device between read-backs (a float() per step is a host-device sync on
+    # CUDA): every `log_every` steps on CUDA (every step on CPU, where reading is free), before
+    # each validation, checkpoint and stop, the pending steps are read back at once, checked for
+    # divergence and the logged ones written to the history.
+    read_every = log_every if device == "cuda" else 1
+    pending: list[tuple[int, int, dict]] = []
+
+    def read_back():
+        if not pending:
+            return
+        totals = torch.stack([torch.as_tensor(logs["loss"], dtype=torch.float32).to(device) for _, _, logs in pending]).cpu()
+        for (at, ep, logs), loss in zip(pending, totals.tolist()):
+            if not np.isfinite(loss):
+                pending.clear()
+                raise InpaintBenchError(f"training {model_name} diverged at step {at - 1} (loss {loss}); lower the learning rate")
+            if at % log_every == 0:
+                row = {k: float(v) for k, v in logs.items()}
+                state["history"].append({"step": at, "epoch": ep, **row})
+                if run:
+                    run.log_metrics({f"train/{k}": v for k, v in row.items()}, at)
+        bar.set_postfix(loss=f"{totals[-1].item():.4f}", refresh=False)
+        pending.clear()
+
     while state["step"] < total:
         step = state["step"]
         epoch = step // spe
         if epoch != current_epoch:
             model.on_epoch_start(epoch, epochs)
             current_epoch = epoch
-        imgs, masks = sample_batch(images, seed, step, int(cfg["batch_size"]), cfg["mask_ratio"])
-        image, mask = to_tensor(imgs, device), to_tensor(masks, device)
+        image, mask = data.to_device(*next(loader), device, channels_last)
         out, d = train_step(model, image, mask, opt_g, opt_d, amp)
-        logs = {"loss": float(out.total.detach()), **out.logs}
+        logs = {"loss": out.total.detach(), **out.logs}
         if d is not None:
-            logs.update({"d_loss": float(d.total.detach()), **{f"d_{k}": v for k, v in d.logs.items()}})
-        if not np.isfinite(logs["loss"]):
-            raise InpaintBenchError(f"training {model_name} diverged at step {step} (loss {logs['loss']}); lower the learning rate")
+            logs.update({"d_loss": d.total.detach(), **{f"d_{k}": v for k, v in d.logs.items()}})
         state["step"] = step + 1
-        if state["step"] % int(cfg["log_every"]) == 0:
-            state["history"].append({"step": state["step"], "epoch": epoch + 1, **logs})
-            if run:
-                run.log_metrics(logs, state["step"])
+        pending.append((state["step"], epoch + 1, logs))
+        if state["step"] % read_every == 0 or state["step"] % spe == 0 or state["step"] % int(cfg["checkpoint_every"]) == 0 \
+                or state["step"] == total or (stop_after is not None and state["step"] >= stop_after):
+            read_back()
         bar.update(1)
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
         if state["step"] % spe == 0:
             m = score(model, val, device)
             row = {"epoch": epoch + 1, "step": state["step"],
                    **{f"val_{k}": float(np.mean([r[k] for r in m])) for k in m[0]},
                    "train_loss": float(np.mean([h["loss"] for h in state["history"] if h["epoch"] == epoch + 1] or [np.nan]))}
             state["epochs"].append(row)
+            tqdm.write(f"{model_name} epoch {epoch + 1}/{epochs} (step {state['step']}): validation PSNR {row['val_psnr']:.2f} dB, "
+                       f"SSIM {row['val_ssim']:.4f}, L1 {row['val_l1']:.4f}; mean training loss {row['train_loss']:.4f}")
             if run:
-                run.log_metrics({k: v for k, v in row.items() if k.startswith(("val_", "train_"))}, state["step"])
+                run.log_metrics({**{f"val/{k[4:]}": v for k, v in row.items() if k.startswith("val_")},
+                                 "train/epoch_loss": row["train_loss"]}, state["step"])
                 run.flush()
         if state["step"] % int(cfg["checkpoint_every"]) == 0 or state["step"] % spe == 0:
             save_state()
@@ -227,11 +274,15 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
     write_csv(out_dir / "epochs.csv", state["epochs"], list(state["epochs"][0].keys()) if state["epochs"] else ["epoch"])
     info = {"model": model_name, "arch": spec["arch"], "steps": total, "train_seconds": round(seconds, 2),
             "device": device, "trainable_parameters": sum(p.numel() for p in model.generator_parameters()),
-            "mlflow_run_id": state["mlflow_run_id"], "final_val": state["epochs"][-1] if state["epochs"] else None}
+            "mlflow_run_id": state["mlflow_run_id"], "final_val": state["epochs"][-1] if state["epochs"] else None,
+            # what the report names per table (report/build.py: substitutes used)
+            "perceptual": params.perceptual(experiment), "requires": params.requirements(model_name, experiment),
+            "teacher": params.teacher(experiment) if "teacher" in spec.get("requires", []) else None}
     write_json(out_dir / "run.json", info)
     if run:
-        run.log_artifact(final)
-        run.log_metrics({"train_seconds": seconds}, total)
+        run.log_checkpoint(final, {"model_name": model_name, "arch": spec["arch"], "args": spec.get("args", {}),
+                                   "loss": spec.get("loss", {}), "steps": total, "image_size": size})
+        run.log_metrics({"train/seconds": seconds}, total)
         run.finish()
     last.unlink(missing_ok=True)
     print(f"trained {model_name} on {train}: {total} steps in {seconds:.1f} s on {device} -> {final}")
