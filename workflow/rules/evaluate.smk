@@ -42,7 +42,9 @@ rule evaluate_all:
 
 rule efficiency:
     input:
-        lambda w: [str(paths.artifact(w.experiment, PARAMS.experiment(w.experiment)["runs"][0]["train"], r)) for m in PARAMS.experiment(w.experiment)["models"] for r in PARAMS.model(m).get("requires", [])],
+        lambda w: [str(paths.artifact(w.experiment, PARAMS.experiment(w.experiment)["runs"][0]["train"], r)) for m in PARAMS.experiment(w.experiment)["models"] for r in PARAMS.requirements(m, w.experiment)],
+        # never ahead of the data steps: it would hold a core while fetch/prepare wait
+        lambda w: [str(paths.pairs_csv(w.experiment, d, "test")) for d in experiment_datasets(w.experiment)],
     output:
         "results/{experiment}/efficiency.csv",
     params:

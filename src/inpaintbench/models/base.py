@@ -40,7 +40,8 @@ class BuildContext:
     image_size: training/eval resolution; seed: the global seed; perceptual: the params'
     ``perceptual`` block (see train/perceptual.py); artifacts: paths of files other rules
     produced for this model (e.g. {"teacher": "runs/.../teacher.pt"}); num_labels: label
-    count of the training set (for teachers); device: torch device string.
+    count of the training set (for teachers); device: torch device string; teacher: the
+    experiment's ``teacher`` params block (its ``kind`` picks SAHN/SPL/SPN's teacher, train/teacher.py).
     """
 
     image_size: int = 64
@@ -49,6 +50,7 @@ class BuildContext:
     artifacts: dict = field(default_factory=dict)
     num_labels: int = 0
     device: str = "cpu"
+    teacher: dict = field(default_factory=lambda: {"kind": "trained"})  # the experiment's `teacher` block
 
 
 def composite(pred: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

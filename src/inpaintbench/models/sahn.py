@@ -45,7 +45,7 @@ from torch import nn
 
 from ..errors import InpaintBenchError
 from ..train.perceptual import build_backbone
-from ..train.teacher import TEACHER_KINDS, build_teacher
+from ..train.teacher import TEACHER_KINDS, teacher_for
 from .base import BuildContext, InpaintModel, StepOutput, composite
 from .layers.sahn_discriminator import MaskGuidedDiscriminator, discriminator_loss, generator_adversarial_loss
 from .layers.spade import SPADEResBlock
@@ -67,8 +67,8 @@ DEFAULT_ARGS = {
     "disc_widths": [8, 16, 32, 32],
     "unet": True,
     "msf": True,
-    "teacher": "trained",        # trained | resnet50 (train/teacher.py)
-    "teacher_allow_download": False,
+    "teacher": None,             # None: the experiment's `teacher.kind`; else a kind (train/teacher.py)
+    "teacher_allow_download": None,  # None: the experiment's `teacher.allow_download`
     "deform_backend": "auto",    # auto | torchvision | grid_sample (layers/sahn_deform.py)
     "spectral_norm": True,
 }
@@ -367,7 +367,7 @@ def resolve_args(args: dict) -> dict:
     if unknown:
         raise InpaintBenchError(f"unknown SAHN args {sorted(unknown)}; known: {sorted(DEFAULT_ARGS)}")
     out = {**DEFAULT_ARGS, **args}
-    if out["teacher"] not in TEACHER_KINDS:
+    if out["teacher"] is not None and out["teacher"] not in TEACHER_KINDS:
         raise InpaintBenchError(f"SAHN teacher {out['teacher']!r}; choose one of {', '.join(TEACHER_KINDS)}")
     return out
 
@@ -387,6 +387,6 @@ def build_discriminator(args: dict) -> MaskGuidedDiscriminator:
 @register("sahn")
 def build(args: dict, loss: dict, ctx: BuildContext) -> SAHN:
     a = resolve_args(args)
-    teacher = build_teacher(a["teacher"], ctx, allow_download=bool(a["teacher_allow_download"]))
+    teacher = teacher_for(ctx, a["teacher"], a["teacher_allow_download"])
     generator = build_generator(a, teacher.channels)
     return SAHN(generator, teacher, build_discriminator(a), build_backbone(ctx.perceptual, ctx), loss)

@@ -1,28 +1,39 @@
-"""SAHN's frozen semantic teacher P (SAHN Sec. 3.1: {F_goal^n}_{n=1..N} = P(I'_full), N = 3).
+"""The frozen semantic teacher P shared by SAHN, SPL and SPN.
 
-P is a multi-label classifier applied to the ×2-upsampled full image; its feature maps at strides
-2, 4 and 8 of that input (sizes h, h/2, h/4 of the original image, as the paper states) are the
-targets of the semantic prior loss. P is never trained with the inpainting network. Options:
+SAHN Sec. 3.1: {F_goal^n}_{n=1..N} = P(I'_full), N = 3. P is a multi-label classifier applied
+to the ×2-upsampled full image; its feature maps at sizes h, h/2, h/4 of the original image are
+the targets of the semantic prior loss. SPL (Zhang et al., IJCAI 2021, Sec. 3.1) distils the
+stride-8 map of the same teacher (one scale, h/4); SPN (Pattern Recognition 2023, Sec. 3.1) all
+three. P is never trained with the inpainting network (no gradients, always in eval mode).
 
+The teacher is chosen per experiment in params.yaml (``teacher: {kind: ...}``; the global
+``teacher:`` block is the default, an experiment's own block overlays it):
+
+* ``asl-tresnet-l`` — the papers' teacher: ASL TResNet-L trained on OpenImages V6 (Ridnik et al.,
+  ICCV 2021; the SPL/SPN/SAHN code loads ``Open_ImagesV6_TRresNet_L_448.pth``). The architecture
+  is timm's ``tresnet_l`` (built with pretrained=False); the ASL release file, a dict
+  ``{'model': state_dict, 'num_classes': 9605, ...}`` in the inplace_abn key layout, is read from
+  the torch.hub cache and converted by `convert_asl_tresnet` (strict: every key of the file is
+  used or named). Taps, following SPN's official code (TResNet ``body[1..3]``): the stem conv
+  (stride 4 of its input, nearest-upsampled ×2 to stride 2 as SPN does), layer1 (stride 4) and
+  layer2 (stride 8): 76, 76 and 152 channels.
+* ``imagenet-resnet50`` (alias ``resnet50``) — torchvision's ImageNet ResNet-50
+  (``resnet50-11ad3fa6.pth``) from the torch.hub cache; taps: stem ReLU (64 ch, stride 2),
+  layer1 (256, stride 4), layer2 (512, stride 8). A single-label classifier: an offline-cacheable
+  substitute for the paper's multi-label one.
 * ``trained`` — a small multi-label CNN (`TeacherCNN`) that the workflow trains itself on the
-  training set's own labels with `train_teacher` (BCE-with-logits), fully offline. Its checkpoint
-  records the architecture args and the label names.
-* ``resnet50`` — torchvision's ImageNet ResNet-50 (``resnet50-11ad3fa6.pth``) read from the
-  torch.hub cache; taps: stem ReLU (64 ch, stride 2), layer1 (256, stride 4), layer2 (512,
-  stride 8). It is a single-label ImageNet classifier, a stand-in for the paper's multi-label one.
-* The paper's teacher, ASL TResNet-L trained on OpenImages (Ridnik et al. 2021), is *not*
-  offered: TResNet is not in torchvision, the ASL checkpoints are built on the `inplace_abn`
-  compiled extension (and `timm` for the TResNet definition), neither of which is a dependency
-  here, and the checkpoints are hosted outside torch.hub. Adding it would need those extra
-  compiled dependencies, which the project avoids.
+  training set's own labels with `train_teacher` (BCE-with-logits), fully offline. Only for
+  datasets with labels (CelebA attributes, DTD/Places categories, the built-in sets); Paris
+  StreetView has none, and asking for it there is an error naming the alternatives.
 
-`register_backbone("teacher")` also offers the trained teacher's three feature maps as the
-perceptual-loss backbone (params ``perceptual: {backbone: teacher}``), an offline substitute for
-the paper's VGG16 when its ImageNet weights are not cached.
+A missing weight file is an `InpaintBenchError` naming the file, its URL and the folder, unless
+``allow_download: true``. `register_backbone("teacher")` also offers the trained teacher's three
+feature maps as the perceptual-loss backbone (params ``perceptual: {backbone: teacher}``).
 """
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -36,7 +47,16 @@ from .perceptual import _IMAGENET_MEAN, _IMAGENET_STD, cached_weights, register_
 TEACHER_FORMAT = "inpaintbench-teacher/1"
 RESNET50_FILE = "resnet50-11ad3fa6.pth"
 RESNET50_URL = f"https://download.pytorch.org/models/{RESNET50_FILE}"
-TEACHER_KINDS = ("trained", "resnet50")
+ASL_TRESNET_L_FILE = "Open_ImagesV6_TRresNet_L_448.pth"
+ASL_TRESNET_L_URL = f"https://miil-public-eu.oss-eu-central-1.aliyuncs.com/model-zoo/ASL/{ASL_TRESNET_L_FILE}"
+TEACHER_KINDS = ("asl-tresnet-l", "imagenet-resnet50", "resnet50", "trained")
+_ALIASES = {"resnet50": "imagenet-resnet50"}
+# keys of a `teacher:` params block that choose the teacher; the rest configure `train_teacher`
+TEACHER_CHOICE_KEYS = {"kind": str, "allow_download": bool}
+DEFAULT_KIND = "trained"
+ALTERNATIVES = (f"`teacher: {{kind: asl-tresnet-l}}` (the papers' teacher: put {ASL_TRESNET_L_FILE} from "
+                f"{ASL_TRESNET_L_URL} into $TORCH_HOME/hub/checkpoints) or `teacher: {{kind: imagenet-resnet50}}` "
+                f"(offline substitute: {RESNET50_FILE})")
 DEFAULT_TEACHER_CFG = {
     "widths": [8, 16, 32, 64],  # stride-2, -4, -8 taps, then the stride-16 classifier stage
     "epochs": 10,
@@ -110,6 +130,104 @@ class ResNet50Taps(nn.Module):
         return [f1, f2, f3]
 
 
+class TResNetTaps(nn.Module):
+    """timm ``tresnet_l`` cut after layer2 (the part SPL/SPN keep, official ``tresnet.py``):
+    space-to-depth, stem conv, layer1, layer2. Features [U×2(stem), layer1, layer2] at strides 2, 4
+    and 8 of the input (SPN upsamples the stride-4 stem map to the next scale the same way,
+    nearest). ASL inputs are RGB in [0, 1] without mean/std normalisation."""
+
+    def __init__(self, tresnet: nn.Module):
+        super().__init__()
+        body = tresnet.body
+        self.s2d, self.stem, self.layer1, self.layer2 = body.s2d, body.conv1, body.layer1, body.layer2
+        self.channels = [self.stem.conv.out_channels, _out_channels(self.layer1), _out_channels(self.layer2)]
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h, w = x.shape[-2:]
+        if h % 8 or w % 8:
+            raise InpaintBenchError(f"the TResNet teacher needs input sides divisible by 8, got {w}x{h}")
+        f1 = self.stem(self.s2d(x))
+        f2 = self.layer1(f1)
+        f3 = self.layer2(f2)
+        return [F.interpolate(f1, scale_factor=2, mode="nearest"), f2, f3]
+
+
+def _out_channels(layer: nn.Sequential) -> int:
+    return [m for m in layer.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+
+
+def _tresnet_l(num_classes: int = 0) -> nn.Module:
+    import timm
+
+    return timm.create_model("tresnet_l", pretrained=False, num_classes=num_classes)
+
+
+# ASL (inplace_abn) -> timm key layout. ASL's conv2d_ABN is Sequential(Conv2d, InPlaceABN), i.e.
+# `conv1.0` / `conv1.1`; a strided block wraps it with the anti-alias layer, `conv1.0.0` /
+# `conv1.0.1` (the blur filter is no parameter); downsample is Sequential(AvgPool, conv2d_ABN).
+# timm names the same modules ConvNormAct `.conv` / `.bn`.
+_ASL_RULES = [
+    (re.compile(r"\.(conv\d)\.0\.0\."), r".\1.conv."),
+    (re.compile(r"\.(conv\d)\.0\.1\."), r".\1.bn."),
+    (re.compile(r"\.(conv\d)\.0\."), r".\1.conv."),
+    (re.compile(r"\.(conv\d)\.1\."), r".\1.bn."),
+    (re.compile(r"\.downsample\.(\d)\.0\."), r".downsample.\1.conv."),
+    (re.compile(r"\.downsample\.(\d)\.1\."), r".downsample.\1.bn."),
+]
+# the OpenImages model's bottleneck head (ASL tresnet.py `bottleneck_head`): logits only, unused
+# by a feature teacher; checked for presence, not loaded
+ASL_HEAD_KEYS = ("head.fc.embedding_generator.0.weight", "head.fc.embedding_generator.0.bias",
+                 "head.fc.FC.weight", "head.fc.FC.bias")
+
+
+def convert_asl_tresnet(checkpoint: dict, target_keys: set[str], where: str = "the ASL checkpoint") -> dict:
+    """ASL TResNet release dict -> a timm ``tresnet_l`` body state dict.
+
+    Strict both ways: every body key of the file must map onto a timm key and every timm body key
+    must come from the file (only BatchNorm's ``num_batches_tracked`` counters, which inplace_abn
+    does not keep, are filled with 0), and the head must be the OpenImages bottleneck head
+    (`ASL_HEAD_KEYS`). InPlaceABN keeps |γ| + ε as the effective scale, so γ is converted as
+    ASL's own ``InplacABN_to_ABN`` does: γ ← |γ| + 1e-5."""
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise InpaintBenchError(f"{where} is not an ASL release file (a dict with 'model' and 'num_classes')")
+    state = checkpoint["model"]
+    out, unmapped = {}, []
+    for key, value in state.items():
+        if key in ASL_HEAD_KEYS:
+            continue
+        new = key
+        for pattern, repl in _ASL_RULES:
+            new = pattern.sub(repl, new)
+        if new not in target_keys:
+            unmapped.append(key)
+            continue
+        if new.endswith(".bn.weight"):
+            value = value.abs() + 1e-5
+        out[new] = value
+    missing_head = [k for k in ASL_HEAD_KEYS if k not in state]
+    missing = sorted(k for k in target_keys - set(out) if not k.endswith("num_batches_tracked"))
+    if unmapped or missing or missing_head:
+        raise InpaintBenchError(
+            f"{where} does not match ASL TResNet-L: {len(unmapped)} unexpected keys {unmapped[:5]}, "
+            f"{len(missing)} missing keys {missing[:5]}, missing head keys {missing_head}")
+    for k in target_keys - set(out):
+        out[k] = torch.zeros((), dtype=torch.long)
+    return out
+
+
+def load_asl_tresnet(path: str | Path) -> TResNetTaps:
+    """The ASL OpenImages TResNet-L (file `path`) as the three-tap teacher."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or truncated download
+        raise InpaintBenchError(f"cannot read the ASL TResNet-L checkpoint {path}: {exc}. Delete it and put a "
+                                f"fresh copy of {ASL_TRESNET_L_URL} there.") from exc
+    net = _tresnet_l(num_classes=0)
+    body_keys = {k for k in net.state_dict() if k.startswith("body.")}
+    net.load_state_dict(convert_asl_tresnet(checkpoint, body_keys, str(path)), strict=True)
+    return TResNetTaps(net)
+
+
 class FrozenTeacher(nn.Module):
     """A teacher's three feature maps; no gradients, always in eval mode, weights never change."""
 
@@ -166,24 +284,51 @@ def load_teacher(path: str | Path) -> tuple[TeacherCNN, dict]:
 
 
 def build_teacher(kind: str, ctx=None, allow_download: bool = False, path: str | None = None) -> FrozenTeacher:
-    """The frozen teacher P chosen in params (`teacher: trained | resnet50`)."""
+    """The frozen teacher P of `kind` (see the module docstring)."""
+    kind = _ALIASES.get(kind, kind)
     if kind == "trained":
         path = path or (getattr(ctx, "artifacts", None) or {}).get("teacher")
         if not path:
             raise InpaintBenchError(
-                "the trained SAHN teacher is chosen but no teacher checkpoint was given: add "
+                "the trained teacher is chosen but no teacher checkpoint was given: add "
                 "`requires: [teacher]` to the model in params.yaml (the workflow then trains it), "
-                "or choose `teacher: resnet50`.")
+                f"or choose {ALTERNATIVES}.")
         model, state = load_teacher(path)
         return FrozenTeacher(model, "trained", state["labels"])
-    if kind == "resnet50":
+    if kind == "imagenet-resnet50":
         from torchvision.models import resnet50
 
         file = cached_weights(RESNET50_FILE, RESNET50_URL, allow_download, "ResNet-50 (ImageNet) teacher")
         net = resnet50(weights=None)
         net.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
-        return FrozenTeacher(ResNet50Taps(net), "resnet50")
-    raise InpaintBenchError(f"unknown SAHN teacher {kind!r}; choose one of {', '.join(TEACHER_KINDS)}")
+        return FrozenTeacher(ResNet50Taps(net), "imagenet-resnet50")
+    if kind == "asl-tresnet-l":
+        file = cached_weights(ASL_TRESNET_L_FILE, ASL_TRESNET_L_URL, allow_download,
+                              "ASL TResNet-L (OpenImages V6) teacher")
+        return FrozenTeacher(load_asl_tresnet(file), "asl-tresnet-l")
+    raise InpaintBenchError(f"unknown teacher kind {kind!r}; choose one of {', '.join(TEACHER_KINDS)}")
+
+
+def teacher_choice(ctx=None, override: str | None = None) -> dict:
+    """{'kind', 'allow_download'} for a model: a model-level `override` (args ``teacher``), else the
+    experiment's ``teacher`` params block carried by the BuildContext, else the default."""
+    cfg = dict(getattr(ctx, "teacher", None) or {})
+    kind = override or cfg.get("kind", DEFAULT_KIND)
+    if _ALIASES.get(kind, kind) not in TEACHER_KINDS:
+        raise InpaintBenchError(f"unknown teacher kind {kind!r}; choose one of {', '.join(TEACHER_KINDS)}")
+    return {"kind": _ALIASES.get(kind, kind), "allow_download": bool(cfg.get("allow_download", False))}
+
+
+def teacher_for(ctx=None, override: str | None = None, allow_download: bool | None = None) -> FrozenTeacher:
+    """Build the teacher a model's BuildContext asks for (SAHN, SPL and SPN call this)."""
+    choice = teacher_choice(ctx, override)
+    allow = choice["allow_download"] if allow_download is None else bool(allow_download)
+    return build_teacher(choice["kind"], ctx, allow_download=allow)
+
+
+def needs_trained_teacher(teacher_cfg: dict | None) -> bool:
+    """Whether the workflow must train the teacher (the `teacher` rule) for this params block."""
+    return (teacher_cfg or {}).get("kind", DEFAULT_KIND) == "trained"
 
 
 @register_backbone("teacher")
@@ -227,8 +372,9 @@ def _read_manifest(manifest_csv: Path) -> tuple[list[dict], list[str]]:
                                 f"manifest; re-run the prepare step.")
     labels = [line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not labels:
-        raise InpaintBenchError(f"{labels_file} lists no labels; a multi-label teacher cannot be trained "
-                                f"on this dataset (choose `teacher: resnet50`).")
+        raise InpaintBenchError(f"{labels_file} lists no labels, so the `trained` teacher cannot be trained "
+                                f"on this dataset (e.g. Paris StreetView has none). In params.yaml set the "
+                                f"experiment's {ALTERNATIVES}.")
     missing = {c for c in ("path", "split", "labels") if rows and c not in rows[0]}
     if missing:
         raise InpaintBenchError(f"{manifest_csv} lacks columns {sorted(missing)}; re-run the prepare step.")
@@ -268,6 +414,7 @@ def train_teacher(manifest_csv, out_path, cfg: dict, seed: int, device: str) -> 
     `initial_loss` (the same for the untrained model), `epoch_losses` (running mean per epoch),
     `num_images`, `num_labels`, `epochs`.
     """
+    cfg = {k: v for k, v in cfg.items() if k not in TEACHER_CHOICE_KEYS}  # which teacher, not how to train it
     unknown = set(cfg) - set(DEFAULT_TEACHER_CFG)
     if unknown:
         raise InpaintBenchError(f"unknown teacher params {sorted(unknown)}; known: {sorted(DEFAULT_TEACHER_CFG)}")
