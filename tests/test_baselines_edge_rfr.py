@@ -89,7 +89,8 @@ def test_g1_input_edges_come_from_the_known_region_only():
     g1_in, edges = model.edge_inputs(image * (1 - mask), mask)
     assert g1_in.shape == (2, 3, 64, 64)
     hole = mask.bool().expand_as(edges)
-    assert edges[hole].abs().sum() == 0 and g1_in[:, :2][mask.bool().expand(-1, 2, -1, -1)].abs().sum() == 0
+    assert edges[hole].abs().sum() == 0 and g1_in[:, 1:2][hole].abs().sum() == 0
+    assert bool((g1_in[:, :1][hole] == 1).all())  # grey holes filled with 1, as the official EdgeModel
     assert edges[~hole].sum() > 20  # the photos do have edges in the known region
     # independent check: scikit-image's canny restricted to the known region
     gray = rgb_to_gray(image * (1 - mask))[0, 0].numpy()
@@ -157,10 +158,11 @@ def test_edgeconnect_joint_stage_trains_both_generators_without_d1():
     assert same_state(model.discriminator["edge"].state_dict(), d1_before)
 
 
-def edgeconnect_generator_count(cin, cout, b, blocks):
-    """Sec. 4.1 generator, counted by hand (weights + biases)."""
+def edgeconnect_generator_count(cin, cout, b, blocks, block_bias=True):
+    """Sec. 4.1 generator, counted by hand (weights + biases; the residual blocks' convs have no
+    bias under spectral norm, as in knazeri/edge-connect's ResnetBlock)."""
     enc = cin * b * 49 + b + b * 2 * b * 16 + 2 * b + 2 * b * 4 * b * 16 + 4 * b
-    mid = blocks * 2 * (4 * b * 4 * b * 9 + 4 * b)
+    mid = blocks * 2 * (4 * b * 4 * b * 9 + 4 * b * block_bias)
     dec = 4 * b * 2 * b * 16 + 2 * b + 2 * b * b * 16 + b + b * cout * 49 + cout
     return enc + mid + dec
 
@@ -173,10 +175,10 @@ def patchgan_count(cin, b):
 def test_edgeconnect_parameter_counts(args):
     model = registry.build("edgeconnect", args, {}, NO_BACKBONE)
     b, db = args.get("base", 4), args.get("disc_base", 8)
-    assert count_parameters(model.g1) == edgeconnect_generator_count(3, 1, b, 8)
+    assert count_parameters(model.g1) == edgeconnect_generator_count(3, 1, b, 8, block_bias=False)
     assert count_parameters(model.g2) == edgeconnect_generator_count(4, 3, b, 8)
-    assert count_parameters(model.discriminator) == patchgan_count(2, db) + patchgan_count(4, db)
-    expected = {4: 175_552, 64: 27_067_332}[b]  # small default / published size
+    assert count_parameters(model.discriminator) == patchgan_count(2, db) + patchgan_count(3, db)  # D2: RGB only
+    expected = {4: 175_168, 64: 27_062_212}[b]  # small default / published size
     assert count_parameters(model) == expected
 
 

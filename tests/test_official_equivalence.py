@@ -16,6 +16,7 @@ import torch
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 COMMITS = {
     "lama": "786f5936b27fb3dacd2b1ad799e4de968ea697e7",  # advimman/lama
+    "edgeconnect": "3142579785c5c8cc92ad655616d40f4f52fc7ec1",  # knazeri/edge-connect
 }
 
 
@@ -46,4 +47,20 @@ def test_lama_fourier_matches_official_ffc_resnet_generator():
     image, mask = data["image"], data["mask"]
     with torch.no_grad():
         out = gen(torch.cat([image * (1 - mask), mask], 1))
+    assert_close(out, data["output"])
+
+
+def test_edgeconnect_matches_official_edge_and_inpaint_generators():
+    from inpaintbench.models.edgeconnect import EdgeConnect
+    from inpaintbench.models.layers.edge_blocks import convert_official_generator, official_generator_args
+
+    data = fixture("edgeconnect")
+    g1_official, g2_official = data["edge_gen"]["generator"], data["inpaint_gen"]["generator"]
+    assert official_generator_args(g1_official) == {"base": 4, "res_blocks": 2}
+    model = EdgeConnect(base=4, res_blocks=2).eval()
+    model.g1.load_state_dict(convert_official_generator(g1_official), strict=True)
+    model.g2.load_state_dict(convert_official_generator(g2_official), strict=True)
+    image, mask = data["image"], data["mask"]
+    with torch.no_grad():
+        out = model.complete(image * (1 - mask), data["gray"] * (1 - mask), data["edges"], mask)
     assert_close(out, data["output"])

@@ -12,16 +12,20 @@ Two stages (Sec. 3, Fig. 2; equation numbers as in the arXiv version, 1901.00212
       L_FM = E[Σ_i 1/N_i ||D1^(i)(C_gt) - D1^(i)(C_pred)||_1]                     (Eq. 4)
 * G2, the image generator (Sec. 3.2): input the masked colour image Ĩ_gt and the composite edge
   map C_comp = C_gt ⊙ (1-M) + C_pred ⊙ M (the known-region edges stand in for C_gt ⊙ (1-M),
-  exactly as at inference); output I_pred = G2(Ĩ_gt, C_comp) (Eq. 5). Trained with
+  exactly as at inference); output I_pred = G2(Ĩ_gt, C_comp) (Eq. 5). As in the official code
+  (knazeri/edge-connect src/models.py), the holes of both generators' image inputs are filled
+  with 1 (white): Ĩ = I ⊙ (1-M) + M. Trained with
       λ_ℓ1 L_ℓ1 + λ_adv,2 L_adv,2 + λ_p L_perc + λ_s L_style,
       λ_ℓ1 = 1, λ_adv,2 = λ_p = 0.1, λ_s = 250                                   (Eq. 9)
-  L_adv,2 = E[log D2(I_gt, C_comp)] + E[log(1 - D2(I_pred, C_comp))] (Eq. 6): D2 is conditioned
-  on C_comp by channel concatenation, as the equation is written. L_ℓ1 is normalised by the
-  mask size (Sec. 3.2: mean |I_pred - I_gt| / mean(M), our reading of "normalized by the mask
-  size"). L_perc (Eq. 7, L1 between feature maps) and L_style (Eq. 8, L1 between Gram matrices)
-  use the perceptual backbone chosen in params (`build_backbone(ctx.perceptual, ctx)`; the
-  paper uses ImageNet VGG-19 relu1_1..relu5_1 / relu2_2..relu5_2, the offline default is a
-  random VGG16 to pool3 — the report names it), computed on I_pred as in the paper.
+  L_adv,2 (Eq. 6): D2 sees the RGB image only (3 channels), as the official InpaintingModel does
+  (Eq. 6 writes D2(I, C_comp); the official code and its released D2 weights take RGB alone).
+  D1 sees [I_gray, C] in that channel order (official EdgeModel). L_ℓ1 is normalised by the
+  mask size (mean |I_pred - I_gt| / mean(M), the official code). L_perc (Eq. 7, L1 between
+  feature maps) is taken on the whole images; L_style (Eq. 8, L1 between Gram matrices) on the
+  hole only, style(I_pred ⊙ M, I_gt ⊙ M), as the official code does. Both use the perceptual
+  backbone chosen in params (`build_backbone(ctx.perceptual, ctx)`; the paper uses ImageNet
+  VGG-19 relu1_1..relu5_1 / relu2_2..relu5_2, the offline default is a random VGG16 to pool3 —
+  the report names it).
 
 Adversarial terms use the non-saturating log loss (BCE on logits); the generators minimise
 -log D(fake). Training schedule (Sec. 4 "Training"): the paper trains G1, then G2, then
@@ -34,8 +38,8 @@ their gradients are cleared, so the trainer's single generator optimizer and sin
 discriminator optimizer (over the ModuleDict {edge: D1, image: D2}) never move them.
 
 Sizes: the small default for the built-in 64×64 run (``base`` 4, ``disc_base`` 8, still 8
-residual blocks) has 175,552 parameters (G1 + G2: 86,720); the published size (``base`` 64,
-``disc_base`` 64) has 27,067,332 (each generator 10.8 M, each discriminator 2.76 M).
+residual blocks) has 175,168 parameters (G1 + G2: 86,464); the published size (``base`` 64,
+``disc_base`` 64) has 27,062,212 (each generator 10.8 M, each discriminator 2.76 M).
 
 Log keys (generator): edge stage `edge_adv`, `edge_fm`; image/joint stages `img_l1`, `img_adv`,
 `img_perceptual`, `img_style`; every stage `stage` (1 edge, 2 image, 3 joint). Discriminator:
@@ -122,7 +126,7 @@ class EdgeConnect(InpaintModel):
         self.g2 = EdgeConnectGenerator(4, 3, base, res_blocks, sn=False, out="tanh01")     # Sec. 3.2
         self.discriminator = nn.ModuleDict({
             "edge": PatchDiscriminator(2, disc_base),    # D1(C, I_gray), Eq. 3
-            "image": PatchDiscriminator(4, disc_base),   # D2(I, C_comp), Eq. 6
+            "image": PatchDiscriminator(3, disc_base),   # D2(I): RGB only, as the official code
         })
         self.backbone = backbone
         self.weights = {**EDGECONNECT_WEIGHTS, **(loss_weights or {})}
@@ -169,7 +173,7 @@ class EdgeConnect(InpaintModel):
         """G1's input [Ĩ_gray, C̃, M] and C̃ (Canny on the known region only; Sec. 3.1)."""
         gray_in = rgb_to_gray(image_in) * (1 - mask)
         edges_in = known_region_edges(gray_in, mask, self.canny["sigma"], self.canny["low"], self.canny["high"])
-        return torch.cat([gray_in, edges_in, mask], 1), edges_in
+        return torch.cat([gray_in + mask, edges_in, mask], 1), edges_in  # holes filled with 1 (official)
 
     @staticmethod
     def composite_edges(edges_in: torch.Tensor, edges_pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -177,9 +181,17 @@ class EdgeConnect(InpaintModel):
         return edges_in * (1 - mask) + edges_pred * mask
 
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        g1_in, edges_in = self.edge_inputs(image_in, mask)
-        edges_comp = self.composite_edges(edges_in, self.g1(g1_in), mask)
-        return self.g2(torch.cat([image_in * (1 - mask), edges_comp], 1))   # Eq. 5
+        gray_in = rgb_to_gray(image_in) * (1 - mask)
+        edges_in = known_region_edges(gray_in, mask, self.canny["sigma"], self.canny["low"], self.canny["high"])
+        return self.complete(image_in, gray_in, edges_in, mask)
+
+    def complete(self, image_in: torch.Tensor, gray_in: torch.Tensor, edges_in: torch.Tensor,
+                 mask: torch.Tensor) -> torch.Tensor:
+        """G1 then G2 from given known-region edges (the official EdgeModel.forward, the merge
+        C_pred ⊙ M + C ⊙ (1-M) of its training loop, then InpaintingModel.forward)."""
+        edges_pred = self.g1(torch.cat([gray_in * (1 - mask) + mask, edges_in * (1 - mask), mask], 1))
+        edges_comp = self.composite_edges(edges_in, edges_pred, mask)
+        return self.g2(torch.cat([image_in * (1 - mask) + mask, edges_comp], 1))   # Eq. 5, holes = 1
 
     def _run_g1(self, image: torch.Tensor, mask: torch.Tensor, grad: bool) -> dict:
         g1_in, edges_in = self.edge_inputs(image * (1 - mask), mask)
@@ -195,8 +207,8 @@ class EdgeConnect(InpaintModel):
         run["edges_gt"] = edges_gt
         with _no_param_grads(d1):
             with torch.no_grad():
-                _, feats_real = d1(torch.cat([edges_gt, run["gray"]], 1))
-            logits_fake, feats_fake = d1(torch.cat([run["edges_pred"], run["gray"]], 1))
+                _, feats_real = d1(torch.cat([run["gray"], edges_gt], 1))
+            logits_fake, feats_fake = d1(torch.cat([run["gray"], run["edges_pred"]], 1))
         adv = _bce_logits(logits_fake, real=True)
         fm = sum(F.l1_loss(f, r) for f, r in zip(feats_fake, feats_real))
         total = self.weights["adv1"] * adv + self.weights["fm"] * fm
@@ -209,16 +221,16 @@ class EdgeConnect(InpaintModel):
         w = self.weights
         l1 = (pred - image).abs().mean() / mask.mean().clamp(min=1e-3)
         with _no_param_grads(d2):
-            logits_fake, _ = d2(torch.cat([pred, edges_comp], 1))
+            logits_fake, _ = d2(pred)
         adv = _bce_logits(logits_fake, real=True)
         terms = {"img_l1": l1, "img_adv": adv}
         total = w["l1"] * l1 + w["adv2"] * adv
         if self.backbone is not None and (w["perceptual"] > 0 or w["style"] > 0):
             with torch.no_grad():
                 f_gt = self.backbone(image)
-            f_pred = self.backbone(pred)
-            terms["img_perceptual"] = perceptual_loss(f_pred, f_gt)
-            terms["img_style"] = style_loss(f_pred, f_gt)
+                f_gt_hole = self.backbone(image * mask)
+            terms["img_perceptual"] = perceptual_loss(self.backbone(pred), f_gt)
+            terms["img_style"] = style_loss(self.backbone(pred * mask), f_gt_hole)  # hole only (official)
             total = total + w["perceptual"] * terms["img_perceptual"] + w["style"] * terms["img_style"]
         return total, {k: float(v.detach()) for k, v in terms.items()}
 
@@ -233,7 +245,7 @@ class EdgeConnect(InpaintModel):
             pred = image * (1 - mask)
         else:
             run = self._run_g1(image, mask, grad=self.stage == "joint")
-            pred = self.g2(torch.cat([image * (1 - mask), run["edges_comp"]], 1))
+            pred = self.g2(torch.cat([image * (1 - mask) + mask, run["edges_comp"]], 1))
             total, logs = self._image_losses(image, mask, pred, run["edges_comp"])
         run = {k: (v.detach() if torch.is_tensor(v) and k not in ("image", "mask") else v) for k, v in run.items()}
         self._cache = run
@@ -264,14 +276,12 @@ class EdgeConnect(InpaintModel):
             if edges_gt is None:
                 edges_gt = full_edges(run["gray"], self.canny["sigma"], self.canny["low"], self.canny["high"])
             gray = run["gray"]
-            real, fake = self._real_fake_logits(d1, torch.cat([edges_gt, gray], 1),
-                                                torch.cat([run["edges_pred"].detach(), gray], 1))
+            real, fake = self._real_fake_logits(d1, torch.cat([gray, edges_gt], 1),
+                                                torch.cat([gray, run["edges_pred"].detach()], 1))
             loss = (_bce_logits(real, True) + _bce_logits(fake, False)) / 2   # max_D1 of Eq. 2-3
             return StepOutput(loss, {"edge": float(loss.detach())})
         d2 = self.discriminator["image"]
-        edges_comp = run["edges_comp"].detach()
-        real, fake = self._real_fake_logits(d2, torch.cat([image, edges_comp], 1),
-                                            torch.cat([pred.detach(), edges_comp], 1))
+        real, fake = self._real_fake_logits(d2, image, pred.detach())
         loss = (_bce_logits(real, True) + _bce_logits(fake, False)) / 2       # max_D2 of Eq. 6
         return StepOutput(loss, {"image": float(loss.detach())})
 

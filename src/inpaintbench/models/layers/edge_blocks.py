@@ -24,14 +24,16 @@ def _sn(layer: nn.Module, use: bool) -> nn.Module:
 
 
 class DilatedResidualBlock(nn.Module):
-    """Residual block of the middle section: reflect-pad, 3×3 conv dilated 2, IN, ReLU, 3×3 conv, IN."""
+    """Residual block of the middle section: reflect-pad, 3×3 conv dilated 2, IN, ReLU, 3×3 conv, IN.
+    As knazeri/edge-connect's ResnetBlock, the convs carry a bias only without spectral norm
+    (``bias=not use_spectral_norm``): G1's blocks have none, G2's have one."""
 
     def __init__(self, ch: int, dilation: int = 2, sn: bool = False):
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(dilation), _sn(nn.Conv2d(ch, ch, 3, dilation=dilation), sn),
+            nn.ReflectionPad2d(dilation), _sn(nn.Conv2d(ch, ch, 3, dilation=dilation, bias=not sn), sn),
             nn.InstanceNorm2d(ch), nn.ReLU(inplace=True),
-            nn.ReflectionPad2d(1), _sn(nn.Conv2d(ch, ch, 3), sn), nn.InstanceNorm2d(ch),
+            nn.ReflectionPad2d(1), _sn(nn.Conv2d(ch, ch, 3, bias=not sn), sn), nn.InstanceNorm2d(ch),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,3 +93,36 @@ class PatchDiscriminator(nn.Module):
             x = layer(x)
             feats.append(x)
         return x, feats
+
+
+# --- official checkpoints (knazeri/edge-connect src/networks.py) -------------------------------
+# EdgeGenerator / InpaintGenerator keep the same encoder/middle/decoder Sequential indices as
+# EdgeConnectGenerator; their residual blocks call the Sequential `conv_block` (ours `body`), and
+# they use the old torch.nn.utils.spectral_norm (weight_orig, weight_u, weight_v), which in eval
+# mode computes the same σ = uᵀ W v as the parametrization used here.
+_SN_RENAMES = [(".weight_orig", ".parametrizations.weight.original"),
+               (".weight_u", ".parametrizations.weight.0._u"), (".weight_v", ".parametrizations.weight.0._v")]
+
+
+def convert_official_generator(state: dict) -> dict:
+    """Our EdgeConnectGenerator's state dict from an official EdgeGenerator/InpaintGenerator one
+    (``data['generator']`` of EdgeModel_gen.pth / InpaintingModel_gen.pth; a ``module.`` prefix
+    from nn.DataParallel is removed)."""
+    out = {}
+    for key, value in state.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        name = name.replace(".conv_block.", ".body.")
+        for a, b in _SN_RENAMES:
+            if name.endswith(a):
+                name = name[: -len(a)] + b
+        out[name] = value
+    return out
+
+
+def official_generator_args(state: dict) -> dict:
+    """(base width, residual blocks) of an official generator state dict."""
+    first = state.get("encoder.1.weight", state.get("encoder.1.weight_orig", state.get("module.encoder.1.weight")))
+    if first is None:
+        raise KeyError("not an EdgeConnect generator state dict (no encoder.1 weight)")
+    blocks = {k.split(".")[1 + k.startswith("module.")] for k in state if ".middle." in f".{k}"}
+    return {"base": int(first.shape[0]), "res_blocks": len(blocks)}
