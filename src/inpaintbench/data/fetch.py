@@ -5,8 +5,12 @@
   renamed onto ``dest`` only when everything matches: nothing is ever left at the final path by
   a failed or corrupt download.
 * `safe_extract`: unpacks zip and tar (any compression, sniffed from the bytes, not the name)
-  into a staging folder, refusing every member, symlink or hard link whose path leaves the
-  target folder, then moves the result into place.
+  into a staging folder, refusing every member whose path leaves the target folder and every
+  symlink or hard link (dataset archives hold only files and folders; a chain of links such as
+  ``sub/a -> ..``, ``sub/a/b -> ..``, ``c -> b/..`` could reach outside), and bounded: at most
+  `max_members` members, `max_bytes` bytes in all (default: EXTRACT_SIZE_MARGIN x the archive's
+  size, at least EXTRACT_MIN_BYTES) and a compression ratio of `max_ratio` (per zip member and
+  over the whole archive), so a zip bomb is refused; then moves the result into place.
 * `fetch_source`: everything one registry source needs, into ``raw_root/<source>/``, with
   ``raw_root/<source>/.complete`` (JSON: files, sizes, checksums) written last.
 
@@ -48,6 +52,13 @@ ENV_MIRROR = "INPAINTBENCH_MIRROR"
 ENV_ACCEPT = "INPAINTBENCH_ACCEPT_TERMS"
 COMPLETE = ".complete"
 CHUNK = 1 << 20
+# extraction bounds (safe_extract): real dataset archives hold JPEG/PNG files (ratio ~1) and text
+# lists (ratio < 20); Places365's training archive has 1.8 M members
+EXTRACT_MAX_MEMBERS = 5_000_000
+EXTRACT_MAX_RATIO = 100.0
+EXTRACT_RATIO_MIN_BYTES = 1 << 20     # ratios are checked once this much is written
+EXTRACT_SIZE_MARGIN = 4               # total bytes <= margin x archive size ...
+EXTRACT_MIN_BYTES = 1 << 30           # ... but at least 1 GiB
 USER_AGENT = "inpaintbench-fetch/0.1 (+https://github.com/; research benchmark)"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -298,31 +309,58 @@ def _member_path(name: str, archive: Path) -> PurePosixPath:
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
 
 
-def _link_target_inside(member: PurePosixPath, target: str, archive: Path, *, hard: bool) -> PurePosixPath:
-    """A link's target resolved inside the archive root, or an error if it escapes."""
-    target = target.replace("\\", "/")
-    if target.startswith("/"):
-        resolved_parts = None
-    else:
-        base = [] if hard else list(member.parent.parts)
-        resolved_parts = [p for p in base if p != "."]
-        for part in PurePosixPath(target).parts:
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if not resolved_parts:
-                    resolved_parts = None
-                    break
-                resolved_parts.pop()
-            else:
-                resolved_parts.append(part)
-    if resolved_parts is None:
-        raise InpaintBenchError(
-            f"{archive.name} contains the {'hard link' if hard else 'symlink'} {str(member)!r} "
-            f"-> {target!r}, which points outside the target folder; extraction refused. Delete "
-            f"the archive and download it again from the official source."
-        )
-    return PurePosixPath(*resolved_parts)
+def _refuse_link(archive: Path, name: str, target: str, *, hard: bool) -> None:
+    """Links are refused outright: no real dataset archive needs one, and a link checked as a
+    string can still escape through earlier links (``sub/a -> ..``, ``sub/a/b -> ..``, ``c -> b/..``)."""
+    raise InpaintBenchError(
+        f"{archive.name} contains the {'hard link' if hard else 'symlink'} {name!r} -> {target!r}; "
+        f"dataset archives hold only files and folders, so links are refused (a chain of links can "
+        f"point outside the target folder). Delete the archive and download it again from the "
+        f"official source."
+    )
+
+
+class _Budget:
+    """Counts members and bytes written while extracting; raises once a bound is passed."""
+
+    def __init__(self, archive: Path, max_bytes: int, max_members: int, max_ratio: float, ratio_min_bytes: int):
+        self.archive, self.max_bytes, self.max_members = archive, max_bytes, max_members
+        self.max_ratio, self.ratio_min_bytes = max_ratio, ratio_min_bytes
+        self.compressed = max(1, archive.stat().st_size)
+        self.members = self.written = 0
+
+    def _error(self, what: str) -> InpaintBenchError:
+        return InpaintBenchError(
+            f"{self.archive.name}: {what}; extraction refused (a damaged or malicious archive, e.g. a "
+            f"zip bomb). Delete it and download it again from the official source; if the archive is "
+            f"genuine, raise the bound (safe_extract max_bytes / max_members / max_ratio).")
+
+    def member(self) -> None:
+        self.members += 1
+        if self.members > self.max_members:
+            raise self._error(f"more than {self.max_members} members")
+
+    def declared(self, name: str, size: int, compressed: int) -> None:
+        """A zip member's declared sizes, checked before anything is written."""
+        if size >= self.ratio_min_bytes and size > self.max_ratio * max(1, compressed):
+            raise self._error(f"member {name!r} expands {size / max(1, compressed):.0f}-fold "
+                              f"({compressed} -> {size} bytes; the bound is {self.max_ratio:g}-fold)")
+
+    def add(self, n: int) -> None:
+        self.written += n
+        if self.written > self.max_bytes:
+            raise self._error(f"it expands to more than {self.max_bytes} bytes")
+        if self.written >= self.ratio_min_bytes and self.written > self.max_ratio * self.compressed:
+            raise self._error(f"it expands more than {self.max_ratio:g}-fold ({self.compressed} bytes -> "
+                              f"over {self.written})")
+
+    def copy(self, src, dst) -> None:
+        while True:
+            chunk = src.read(CHUNK)
+            if not chunk:
+                return
+            self.add(len(chunk))
+            dst.write(chunk)
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -345,59 +383,50 @@ def _safe_target(staging: Path, rel: PurePosixPath, archive: Path, name: str) ->
     return target
 
 
-def _extract_zip(archive: Path, staging: Path, include: Callable[[str], bool] | None) -> None:
+def _extract_zip(archive: Path, staging: Path, include: Callable[[str], bool] | None, budget: _Budget) -> None:
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
-        for info in infos:  # validate every path before writing anything
+        declared = 0
+        for info in infos:  # validate every path, link and size before writing anything
             _member_path(info.filename, archive)
+            budget.member()
+            if (info.external_attr >> 16) & 0o170000 == stat.S_IFLNK:
+                _refuse_link(archive, info.filename, zf.read(info).decode("utf-8", "replace"), hard=False)
+            if include is None or include(info.filename):
+                budget.declared(info.filename, info.file_size, info.compress_size)
+                declared += info.file_size
+        if declared > budget.max_bytes:
+            raise budget._error(f"its members declare {declared} bytes, more than the bound of {budget.max_bytes}")
         for info in infos:
             if include is not None and not include(info.filename):
                 continue
             rel = _member_path(info.filename, archive)
-            mode = (info.external_attr >> 16) & 0o170000
             if info.is_dir():
                 (staging / rel).mkdir(parents=True, exist_ok=True)
                 continue
-            if mode == stat.S_IFLNK:
-                link = zf.read(info).decode("utf-8", "replace")
-                _link_target_inside(rel, link, archive, hard=False)
-                target = _safe_target(staging, rel, archive, info.filename)
-                os.symlink(link, target)
-                continue
             target = _safe_target(staging, rel, archive, info.filename)
             with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, CHUNK)
+                budget.copy(src, dst)
 
 
-def _extract_tar(archive: Path, staging: Path, include: Callable[[str], bool] | None) -> None:
+def _extract_tar(archive: Path, staging: Path, include: Callable[[str], bool] | None, budget: _Budget) -> None:
     # One forward pass over the members; `members` is cleared as we go so a 1.8M-member
     # archive does not pile up TarInfo objects. Compression is detected from the bytes.
     with tarfile.open(archive, mode="r:*") as tf:
         for count, member in enumerate(tf):
             rel = _member_path(member.name, archive)
+            budget.member()
             if member.issym() or member.islnk():
-                linked = _link_target_inside(rel, member.linkname, archive, hard=member.islnk())
+                _refuse_link(archive, member.name, member.linkname, hard=member.islnk())
             if include is not None and not include(member.name):
                 continue
             if member.isdir():
                 (staging / rel).mkdir(parents=True, exist_ok=True)
-            elif member.issym():
-                target = _safe_target(staging, rel, archive, member.name)
-                os.symlink(member.linkname, target)
-            elif member.islnk():
-                source = staging / linked
-                if not source.is_file() or not _inside(staging, source):
-                    raise InpaintBenchError(
-                        f"{archive.name}: hard link {member.name!r} points to "
-                        f"{member.linkname!r}, which is not a file extracted before it."
-                    )
-                target = _safe_target(staging, rel, archive, member.name)
-                shutil.copyfile(source, target)
             elif member.isfile():
                 target = _safe_target(staging, rel, archive, member.name)
                 src = tf.extractfile(member)
                 with open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK)
+                    budget.copy(src, dst)
             else:
                 raise InpaintBenchError(
                     f"{archive.name} contains {member.name!r}, a device or pipe; extraction "
@@ -418,13 +447,18 @@ def _extract_tar(archive: Path, staging: Path, include: Callable[[str], bool] | 
 
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
                  expected: str | None = None,
-                 include: Callable[[str], bool] | None = None) -> list[str]:
-    """Extract a zip or tar (any compression) into `dest`, refusing escaping paths.
+                 include: Callable[[str], bool] | None = None,
+                 max_bytes: int | None = None, max_members: int = EXTRACT_MAX_MEMBERS,
+                 max_ratio: float = EXTRACT_MAX_RATIO, ratio_min_bytes: int = EXTRACT_RATIO_MIN_BYTES) -> list[str]:
+    """Extract a zip or tar (any compression) into `dest`, refusing escaping paths and links,
+    bounded in members, bytes and compression ratio (see the module doc).
 
     The archive type is sniffed from its bytes. Members are unpacked into a staging folder
     inside `dest` and moved into place only when the whole archive went through, so a corrupt
     or malicious archive leaves `dest` as it was. Absolute paths, ``..`` components and
-    symlinks/hard links whose target leaves `dest` are refused with an error. A corrupt or
+    every symlink/hard link are refused with an error, as is an archive that passes
+    `max_members`, `max_bytes` (default: the archive's size x EXTRACT_SIZE_MARGIN, at least
+    EXTRACT_MIN_BYTES) or `max_ratio` (uncompressed/compressed bytes). A corrupt or
     truncated archive is an error naming the file (and `expected`, its expected checksum,
     where given). `include(member_name)` may skip members. Returns the top-level names.
     """
@@ -435,14 +469,17 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
     kind = _sniff_kind(archive)
     if kind == "html":
         raise _html_error(archive.name, archive, None)
+    if max_bytes is None:
+        max_bytes = max(EXTRACT_MIN_BYTES, EXTRACT_SIZE_MARGIN * archive.stat().st_size)
+    budget = _Budget(archive, max_bytes, max_members, max_ratio, ratio_min_bytes)
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
     hint = f" (expected {expected})" if expected else ""
     try:
         try:
             if kind == "zip" and zipfile.is_zipfile(archive):
-                _extract_zip(archive, staging, include)
+                _extract_zip(archive, staging, include, budget)
             else:
-                _extract_tar(archive, staging, include)
+                _extract_tar(archive, staging, include, budget)
         except InpaintBenchError:
             raise
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError,
