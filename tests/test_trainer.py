@@ -1,4 +1,5 @@
 """The trainer: resume after a kill gives the same weights; losses fall; MLflow runs are complete."""
+import hashlib
 import json
 import subprocess
 import sys
@@ -64,10 +65,30 @@ def test_mlflow_run_has_params_metrics_tags_and_checkpoint(prepared):
     run = client.get_run(info["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["model"] == "pconv" and run.data.params["training.batch_size"] == "4"
-    assert "git_commit" in run.data.tags and "version.torch" in run.data.tags
-    assert len(client.get_metric_history(run.info.run_id, "loss")) == 6  # every step
-    assert len(client.get_metric_history(run.info.run_id, "val_psnr")) == 2  # every epoch
-    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["model.pt"]
+    tags = run.data.tags
+    assert len(tags["mlflow.source.git.commit"]) in (40, 7) or tags["mlflow.source.git.commit"] == "unknown"
+    assert "version.torch" in tags and tags["job"] == "inpaintbench/tiny/photos/pconv"
+    assert run.info.run_name == "photos/pconv" and "retrain" not in tags
+    # MLflow 3: the experiment opens as model training, not in the GenAI view
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    keys = set(run.data.metrics)
+    assert {"train/loss", "val/psnr", "val/ssim", "val/l1", "train/epoch_loss", "train/seconds"} <= keys, keys
+    assert all(k.startswith(("train/", "val/")) for k in keys), keys
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 6  # every step
+    assert len(client.get_metric_history(run.info.run_id, "val/psnr")) == 2  # every epoch
+    # a local store logs the checkpoint by reference (one copy on disk, in runs/), with its settings
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["checkpoint.json"]
+    ref = json.loads(open(client.download_artifacts(run.info.run_id, "checkpoint.json")).read())
+    assert ref["path"] == "runs/tiny/photos/pconv/model.pt" and ref["arch"] == "pconv_unet" and ref["args"]["base"] == 8
+    assert ref["sha256"] == hashlib.sha256((prepared / ref["path"]).read_bytes()).hexdigest()
+    assert not (paths.run_dir("tiny", "photos", "pconv") / "mlflow_run.json").exists()
+    # retraining the same job: a second, uniquely named run tagged as a retrain of the first
+    train_job(load_params(), "tiny", "photos", "pconv", progress=False)
+    again = json.loads((paths.run_dir("tiny", "photos", "pconv") / "run.json").read_text())["mlflow_run_id"]
+    second = client.get_run(again)
+    assert again != run.info.run_id and second.info.run_name == "photos/pconv (retrain 1)"
+    assert second.data.tags["retrain"] == "1" and second.data.tags["retrain_of"] == run.info.run_id
 
 
 PARALLEL = """

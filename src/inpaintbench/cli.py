@@ -120,6 +120,31 @@ def cmd_evaluate(args) -> None:
 
     p = _params(args)
     evaluate_job(p, args.experiment, args.train, args.model, device=resolve_device(p.device))
+    if not args.no_mlflow:
+        _log_evaluation(p, args.experiment, args.train, args.model)
+
+
+def _log_evaluation(p, experiment: str, train: str, model: str) -> None:
+    """Per-bucket test means (and "all") onto the model's MLflow training run, when it has one."""
+    import json
+
+    import pandas as pd
+
+    from .tracking import log_test_metrics, metric_key
+
+    info = paths.run_dir(experiment, train, model) / "run.json"
+    run_id = json.loads(info.read_text()).get("mlflow_run_id") if info.exists() else None
+    if not run_id:
+        return
+    per_image = pd.read_csv(paths.metrics_csv(experiment, train, model), dtype={"pair_id": str, "mask_id": str})
+    skip = {"experiment", "train", "dataset", "model", "pair_id", "bucket", "image_id", "mask_id", "hole_ratio"}
+    cols = [c for c in per_image.columns if c not in skip and pd.api.types.is_numeric_dtype(per_image[c])]
+    metrics = {}
+    for ds, sub in per_image.groupby("dataset", sort=False):
+        for bucket, part in [*sub.groupby("bucket", sort=False), ("all", sub)]:
+            metrics.update({metric_key("test", ds, bucket, c): float(part[c].mean()) for c in cols})
+    log_test_metrics(run_id, metrics, p.raw.get("mlflow"))
+    print(f"test metrics -> MLflow run {run_id} ({len(metrics)} values)")
 
 
 def cmd_efficiency(args) -> None:
@@ -201,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("experiment")
     s.add_argument("train")
     s.add_argument("model")
+    s.add_argument("--no-mlflow", action="store_true", help="do not add the test metrics to the model's MLflow run")
     s.set_defaults(fn=cmd_evaluate)
     s = sub.add_parser("efficiency", help="parameters and inference time of an experiment's models")
     s.add_argument("experiment")

@@ -1,7 +1,8 @@
 """The one trainer for every learned model.
 
 Per step: a batch of training images (indices, flips and masks derived from the seed and the
-global step, so a resumed run sees exactly the batches an uninterrupted one would), the model's
+global step, so a resumed run sees exactly the batches an uninterrupted one would; built by the
+worker processes of train/data.py from a uint8 store), the model's
 generator losses, a generator optimizer step, and — when the model has a discriminator — a
 discriminator step with its own optimizer. CUDA runs under bf16 autocast (params
 ``training.amp``). Every ``checkpoint_every`` steps and at each epoch end the full state (model,
@@ -9,6 +10,8 @@ optimizers, step, history, MLflow run id) is written atomically to ``last.pt``; 
 started again resumes from it and ends with the same weights as an uninterrupted run (on CPU).
 After each epoch the model is scored on a fixed set of validation pairs (PSNR, SSIM, L1), and
 per-step losses and per-epoch metrics go to MLflow and to CSV files beside the checkpoint.
+Losses stay on the device and are read back every ``log_every`` steps on CUDA (no per-step
+host sync); ``training.channels_last`` / ``training.compile`` switch on NHWC and torch.compile.
 """
 from __future__ import annotations
 
@@ -23,9 +26,8 @@ from tqdm import tqdm
 from .. import paths
 from ..config import Params, derive_seed
 from ..errors import InpaintBenchError
-from ..evaluate import load_pairs, score, to_tensor
-from ..io import load_image, read_csv, write_csv, write_json
-from ..masks.generate import training_mask
+from ..evaluate import load_pairs, score
+from ..io import write_csv, write_json
 from ..models import registry
 from ..models.base import BuildContext
 from . import checkpoints, data
@@ -35,32 +37,6 @@ DEFAULT_TRAINING = {"batch_size": 8, "epochs": 4, "steps_per_epoch": 50, "checkp
                     "val_pairs": 16, "num_threads": 0, "amp": "bf16", "mask_ratio": [0.05, 0.6],
                     "log_every": 1, "masks": "generated", "num_workers": "auto", "channels_last": False,
                     "compile": False}
-
-
-class ImageSet:
-    """The training split of a prepared dataset, decoded lazily and cached in memory."""
-
-    def __init__(self, manifest: Path, split: str, size: int, cache_limit_bytes: int = 2 << 30):
-        rows = [r for r in read_csv(manifest) if r["split"] == split]
-        if not rows:
-            raise InpaintBenchError(f"{manifest} has no {split!r} images to train on")
-        self.root = Path(manifest).parent
-        self.paths = [self.root / r["path"] for r in sorted(rows, key=lambda r: r["id"])]
-        self.size = size
-        self._cache: dict[int, np.ndarray] | None = {} if len(rows) * size * size * 12 < cache_limit_bytes else None
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        if self._cache is not None and i in self._cache:
-            return self._cache[i]
-        img = load_image(self.paths[i])
-        if img.shape[:2] != (self.size, self.size):
-            raise InpaintBenchError(f"{self.paths[i]} is not {self.size}x{self.size}; re-run prepare")
-        if self._cache is not None:
-            self._cache[i] = img
-        return img
 
 
 def _enabled(setting, device: str) -> bool:
@@ -80,15 +56,6 @@ def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[kind]
     return opt_cls(params, lr=float(cfg.get("lr", 1e-4)), betas=tuple(cfg.get("betas", (0.9, 0.999))),
                    weight_decay=float(cfg.get("weight_decay", 0.0)))
-
-
-def sample_batch(images: ImageSet, seed: int, step: int, batch_size: int, ratio_range) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(derive_seed(seed, "batch", step))
-    idx = rng.choice(len(images), batch_size, replace=len(images) < batch_size)
-    flips = rng.random(batch_size) < 0.5
-    imgs = [images[int(i)][:, ::-1] if f else images[int(i)] for i, f in zip(idx, flips)]
-    masks = [training_mask(images.size, rng, tuple(ratio_range)) for _ in range(batch_size)]
-    return imgs, masks
 
 
 def train_step(model, image: torch.Tensor, mask: torch.Tensor, opt_g: torch.optim.Optimizer,
