@@ -236,6 +236,9 @@ class Params:
                 seen[key] = i
             for i, spec in enumerate(exp.get("tables", [])):
                 self._validate_table(spec, exp, f"{where}.tables[{i}]")
+            if "reference_method" in exp and exp["reference_method"] not in exp["models"]:
+                raise InpaintBenchError(f"{src}: {where}.reference_method: {exp['reference_method']!r} is not a model of "
+                                        f"this experiment; choose one of {', '.join(exp['models'])}")
             self._validate_teacher_choice(name, exp, where)
             for i, run in enumerate(exp["runs"]):
                 rw = f"{where}.runs[{i}]"

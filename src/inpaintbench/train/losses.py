@@ -62,4 +62,6 @@ def pconv_losses(pred: torch.Tensor, image: torch.Tensor, hole: torch.Tensor, ba
         terms["perceptual"] = perceptual_loss(f_out, f_gt) + perceptual_loss(f_comp, f_gt)
         terms["style"] = style_loss(f_out, f_gt) + style_loss(f_comp, f_gt)
     total = sum(w[k] * v for k, v in terms.items())
-    return total, {k: float(v.detach()) for k, v in terms.items()}
+    # detached tensors, not floats: a float() per term would be a host-device sync every step on
+    # CUDA; the trainer reads the logs back every `log_every` steps
+    return total, {k: v.detach() for k, v in terms.items()}
