@@ -1,5 +1,6 @@
-"""`inpaintbench <verb> ...`: every workflow step as a command (DESIGN.md). Thin: parse, call,
-print user errors without a traceback (exit status 2)."""
+"""`inpaintbench <verb> ...`: every workflow step as a command. Thin: parse, call, print user
+errors without a traceback (exit status 2). The names a command takes (experiments, datasets,
+models, mask sets) come from the params file, and `--help` lists them."""
 from __future__ import annotations
 
 import argparse
@@ -80,11 +81,12 @@ def cmd_pairs(args) -> None:
         from .io import read_csv
 
         if not any(r["split"] == "val" for r in read_csv(manifest)):
-            print(f"{args.dataset} has no 'val' split: validation pairs come from 'test' (used only for curves, never for selection)")
-            split = "test"
+            raise InpaintBenchError(
+                f"{args.dataset} has no 'val' images, and validation pairs never come from a test split: "
+                f"set datasets.{args.dataset}.val_from_train (training images moved to val by prepare).")
     per_bucket = exp.get("pairs_per_bucket", 32)
     if args.split == "val":
-        n_val = int(p.raw.get("training", {}).get("val_pairs", 16))
+        n_val = int(p.experiment_training(args.experiment).get("val_pairs", 16))  # the experiment's own value
         per_bucket = max(1, -(-n_val // len(exp["buckets"])))
     out = make_pairs(image_manifest=manifest, mask_manifest=paths.maskset_manifest(exp["masks"], exp["size"]),
                      buckets=p.buckets(args.experiment), split=split, per_bucket=per_bucket,
@@ -136,7 +138,9 @@ def _log_evaluation(p, experiment: str, train: str, model: str) -> None:
     run_id = json.loads(info.read_text()).get("mlflow_run_id") if info.exists() else None
     if not run_id:
         return
-    per_image = pd.read_csv(paths.metrics_csv(experiment, train, model), dtype={"pair_id": str, "mask_id": str})
+    from .io import read_frame
+
+    per_image = read_frame(paths.metrics_csv(experiment, train, model), dtype={"pair_id": str, "mask_id": str})
     skip = {"experiment", "train", "dataset", "model", "pair_id", "bucket", "image_id", "mask_id", "hole_ratio"}
     cols = [c for c in per_image.columns if c not in skip and pd.api.types.is_numeric_dtype(per_image[c])]
     metrics = {}
@@ -182,16 +186,68 @@ def cmd_index(args) -> None:
     print(f"index -> {build_index(p, args.experiments or p.active_experiments())}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="inpaintbench", description=__doc__)
+DESCRIPTION = """Every step of the inpaintbench workflow as a command: fetch, prepare, masks, pairs, teacher,
+train, evaluate, efficiency, aggregate, report, index. The workflow (`uv run snakemake --cores all`
+or `dvc repro`) runs them in order; run one by hand to redo or debug a step. Names of experiments,
+datasets, models and mask sets come from the params file: `inpaintbench <command> --help` lists them."""
+
+
+def _params_names(argv: list[str] | None) -> dict[str, list[str]]:
+    """Experiment, dataset, model and mask-set names of the params file the command line names
+    (--params, else $INPAINTBENCH_PARAMS, else params.yaml), read without validating it; empty
+    lists when it cannot be read (then no choices are enforced, and the step reports the file)."""
+    import yaml
+
+    argv = sys.argv[1:] if argv is None else argv
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--params", default=os.environ.get("INPAINTBENCH_PARAMS") or "params.yaml")
+    known, _ = pre.parse_known_args(argv)
+    try:
+        raw = yaml.safe_load(open(known.params, encoding="utf-8"))
+    except Exception:
+        raw = None
+    raw = raw if isinstance(raw, dict) else {}
+    keys = lambda section: [str(k) for k in raw.get(section) or {}] if isinstance(raw.get(section) or {}, dict) else []
+    models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+    learned = [m for m, spec in models.items() if isinstance(spec, dict) and _learned(spec.get("arch"))]
+    return {"experiment": keys("experiments"), "dataset": keys("datasets"), "model": keys("models"),
+            "learned": learned, "maskset": keys("masks"), "params": [known.params]}
+
+
+def _learned(arch) -> bool:
+    from .models import registry
+
+    try:
+        return registry.is_learned(str(arch))
+    except InpaintBenchError:
+        return True  # an unknown architecture: the step itself reports it
+
+
+def _positional(s, dest: str, kind: str, names: dict, what: str, **kw) -> None:
+    """A positional argument whose valid values (from the params file) are listed in its help and
+    checked by argparse (not for nargs="*", where argparse would check the empty default too; the
+    step checks those names)."""
+    values = names.get(kind) or []
+    shown = ", ".join(values) if values else f"see {names['params'][0]}"
+    choices = values if values and kw.get("nargs") != "*" else None
+    s.add_argument(dest, metavar=dest.upper(), choices=choices, help=f"{what}; one of: {shown}", **kw)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    names = _params_names(argv)
+    ap = argparse.ArgumentParser(prog="inpaintbench", description=DESCRIPTION,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=os.environ.get("INPAINTBENCH_PARAMS") or "params.yaml",
                     help="the params file (default: $INPAINTBENCH_PARAMS, which the Snakefile sets to the "
                          "config it merged from params.yaml and its --configfile/--config overlays; else params.yaml)")
     sub = ap.add_subparsers(dest="verb", required=True)
-    s = sub.add_parser("validate", help="check params.yaml")
+    s = sub.add_parser("validate", help="check the params file against its schema")
     s.set_defaults(fn=cmd_validate)
     s = sub.add_parser("fetch", help="download, verify and extract a data source")
-    s.add_argument("source")
+    from .data.sources import SOURCES
+
+    s.add_argument("source", metavar="SOURCE", choices=sorted(SOURCES),
+                   help=f"a registered data source; one of: {', '.join(sorted(SOURCES))}")
     s.add_argument("--accept-terms", action="append", default=[], metavar="SOURCE",
                    help="accept the terms of use of SOURCE (repeatable)")
     s.add_argument("--categories", default=None, metavar="NAMES",
@@ -199,53 +255,53 @@ def build_parser() -> argparse.ArgumentParser:
                         "the k categories drawn with params' seed); default: what params.yaml's datasets use")
     s.set_defaults(fn=cmd_fetch)
     s = sub.add_parser("prepare", help="build a prepared dataset (images + manifest)")
-    s.add_argument("dataset")
+    _positional(s, "dataset", "dataset", names, "a dataset of params `datasets`")
     s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     s.set_defaults(fn=cmd_prepare)
     s = sub.add_parser("masks", help="generate or import a mask set at a size")
-    s.add_argument("maskset")
-    s.add_argument("--size", type=int, required=True)
+    _positional(s, "maskset", "maskset", names, "a mask set of params `masks`")
+    s.add_argument("--size", type=int, required=True, help="mask size in pixels (an experiment's `size`)")
     s.set_defaults(fn=cmd_masks)
     s = sub.add_parser("pairs", help="fix the image↔mask pairs of a dataset for an experiment")
-    s.add_argument("experiment")
-    s.add_argument("dataset")
+    _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")
+    _positional(s, "dataset", "dataset", names, "a dataset the experiment trains or evaluates on")
     s.add_argument("--split", choices=["test", "val"], default="test")
     s.set_defaults(fn=cmd_pairs)
     s = sub.add_parser("train", help="train one model")
-    s.add_argument("experiment")
-    s.add_argument("train")
-    s.add_argument("model")
+    _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")
+    _positional(s, "train", "dataset", names, "the training dataset (a `train` of the experiment's runs)")
+    _positional(s, "model", "learned", names, "a learned model of the experiment")
     s.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this many steps")
-    s.add_argument("--no-mlflow", action="store_true")
+    s.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
     s.set_defaults(fn=cmd_train)
     s = sub.add_parser("teacher", help="train the multi-label teacher SAHN's prior mapper learns from")
-    s.add_argument("experiment")
-    s.add_argument("train")
+    _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")
+    _positional(s, "train", "dataset", names, "the training dataset (with labels)")
     s.set_defaults(fn=cmd_teacher)
     s = sub.add_parser("evaluate", help="evaluate one model on the experiment's pairs")
-    s.add_argument("experiment")
-    s.add_argument("train")
-    s.add_argument("model")
+    _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")
+    _positional(s, "train", "dataset", names, "the training dataset of the run")
+    _positional(s, "model", "model", names, "a model of the experiment")
     s.add_argument("--no-mlflow", action="store_true", help="do not add the test metrics to the model's MLflow run")
     s.set_defaults(fn=cmd_evaluate)
     s = sub.add_parser("efficiency", help="parameters and inference time of an experiment's models")
-    s.add_argument("experiment")
-    s.add_argument("--threads", type=int, default=1)
+    _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")
+    s.add_argument("--threads", type=int, default=1, help="CPU threads for the timing (default 1)")
     s.set_defaults(fn=cmd_efficiency)
     s = sub.add_parser("aggregate", help="per-bucket summary of an experiment")
-    s.add_argument("experiment")
+    _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")
     s.set_defaults(fn=cmd_aggregate)
     s = sub.add_parser("report", help="tables and figures of an experiment")
-    s.add_argument("experiment")
+    _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")
     s.set_defaults(fn=cmd_report)
     s = sub.add_parser("index", help="reports/index.html over experiments")
-    s.add_argument("experiments", nargs="*")
+    _positional(s, "experiments", "experiment", names, "experiments to show (default: the active suite's)", nargs="*")
     s.set_defaults(fn=cmd_index)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         args.fn(args)
     except InpaintBenchError as exc:
