@@ -81,7 +81,10 @@ def test_celeba_ccsa_subset_is_deterministic_and_parallel_matches_serial(fake_se
     _, b = read(prepare_real("celeba-ccsa", spec, raw, tmp_path / "b", seed=5, workers=1))
     _, c = read(prepare_real("celeba-ccsa", spec, raw, tmp_path / "c", seed=6, workers=1))
     assert a == b  # same seed, same files, whatever the worker count
-    assert len(a) == 10 and sum(r["split"] == "test" for r in a) == 2 and sum(r["split"] == "train" for r in a) == 8
+    # no val in the subset: one image from outside the subset (10 % of 8 training images) is the
+    # validation image: never a test image, and the training set keeps its size
+    assert len(a) == 11 and sum(r["split"] == "test" for r in a) == 2 and sum(r["split"] == "train" for r in a) == 8
+    assert sum(r["split"] == "val" for r in a) == 1
     assert {r["id"] for r in a} != {r["id"] for r in c} or [r["split"] for r in a] != [r["split"] for r in c]
     with pytest.raises(InpaintBenchError, match="subset.n"):
         prepare_real("celeba-ccsa", {**spec, "subset": {"n": 999, "holdout": 0.1}}, raw, tmp_path / "d", seed=5, workers=1)
@@ -91,7 +94,9 @@ def test_subset_logic_at_scale_30000_with_10_percent_holdout():
     items = [Item(id=f"{i:06d}", path=Path("x"), source="x", split="train") for i in range(1, 40001)]
     sel = select_splits(items, {"subset": {"n": 30000, "holdout": 0.1}}, seed=0, dataset="celeba-ccsa")
     splits = [it.split for it in sel]
-    assert len(sel) == 30000 and splits.count("test") == 3000 and splits.count("train") == 27000
+    # the paper's 27,000 / 3,000, plus 200 validation images from outside the 30,000 (none from test)
+    assert splits.count("test") == 3000 and splits.count("train") == 27000 and splits.count("val") == 200
+    assert len(sel) == 30200
     again = select_splits([Item(id=f"{i:06d}", path=Path("x"), source="x", split="train") for i in range(1, 40001)],
                           {"subset": {"n": 30000, "holdout": 0.1}}, seed=0, dataset="celeba-ccsa")
     assert [(it.id, it.split) for it in sel] == [(it.id, it.split) for it in again]
@@ -210,7 +215,9 @@ def test_paris_user_folder_and_empty_folder_error(tmp_path):
     assert (tmp_path / "raw" / "paris-streetview" / ".complete").exists()
     out = tmp_path / "o"
     _, rows = read(prepare_real("paris", spec, tmp_path / "raw", out, seed=0, workers=1))
-    assert sum(r["split"] == "train" for r in rows) == 3 and sum(r["split"] == "test" for r in rows) == 2
+    # Paris has no validation split: one of the 3 training images becomes val (val_from_train default)
+    assert sum(r["split"] == "train" for r in rows) == 2 and sum(r["split"] == "test" for r in rows) == 2
+    assert [r["source"].split("/")[1] for r in rows if r["split"] == "val"] == ["paris_train_original"]
     assert all(r["source"].startswith("paris_streetview/paris_") for r in rows)
     check_images(out, rows)
 

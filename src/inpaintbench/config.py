@@ -60,6 +60,30 @@ class TrainJob:
     model: str
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently, so a second `epochs:` would win unnoticed)."""
+
+
+def _strict_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is given twice in one mapping", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def load_yaml(text: str):
+    """Parse YAML safely, refusing duplicate keys."""
+    return yaml.load(text, Loader=_StrictLoader)
+
+
 def schema_path() -> Path:
     """The params JSON Schema: in the source checkout beside the package, else in the working folder."""
     for base in (Path(__file__).resolve().parents[2], Path.cwd()):
@@ -72,7 +96,10 @@ def schema_path() -> Path:
 def _validator(path: str):
     import jsonschema
 
-    schema = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    try:
+        schema = load_yaml(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InpaintBenchError(f"the params schema {path} is not valid YAML: {exc}") from None
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
@@ -308,6 +335,11 @@ class Params:
         """The global `teacher` block overlaid with the experiment's own (e.g. paper-scale widths)."""
         return {**self.raw.get("teacher", {}), **self.experiment(experiment).get("teacher", {})}
 
+    def experiment_training(self, experiment: str) -> dict:
+        """The global training block overlaid with the experiment's (what steps shared by the
+        experiment's models use, e.g. `val_pairs` for the pairs step)."""
+        return {**self.raw.get("training", {}), **self.experiment(experiment).get("training", {})}
+
     def perceptual(self, experiment: str | None = None) -> dict:
         """The perceptual/style-loss backbone of an experiment: the global `perceptual` block
         overlaid with the experiment's own (the papers' experiments ask for ImageNet VGG16)."""
@@ -367,7 +399,7 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
     if not path.exists():
         raise InpaintBenchError(f"{path} not found; run from the project root or pass --params")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise InpaintBenchError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -9,7 +9,7 @@ rule evaluate:
         metrics="results/{experiment}/{train}/{model}/metrics.csv",
         samples=directory("results/{experiment}/{train}/{model}/samples"),
     params:
-        spec=lambda w: PARAMS.section_hash(extra=[PARAMS.model(w.model), PARAMS.experiment(w.experiment).get("samples_per_bucket")]),
+        spec=lambda w: PARAMS.section_hash("fid", "lpips", "evaluation", extra=[PARAMS.model(w.model), PARAMS.experiment(w.experiment).get("samples_per_bucket")]),
     log:
         "logs/evaluate/{experiment}/{train}/{model}.log",
     conda:
@@ -24,8 +24,9 @@ rule aggregate:
         lambda w: eval_targets([w.experiment]),
     output:
         "results/{experiment}/summary.csv",
+        "results/{experiment}/paired.csv",
     params:
-        spec=lambda w: PARAMS.section_hash(extra=PARAMS.experiment(w.experiment)["buckets"]),
+        spec=lambda w: PARAMS.section_hash("evaluation", extra=PARAMS.experiment(w.experiment)["buckets"]),
     log:
         "logs/aggregate/{experiment}.log",
     conda:

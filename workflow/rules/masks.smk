@@ -23,7 +23,7 @@ rule pairs:
     output:
         "data/pairs/{experiment}/{dataset}/{split}.csv",
     params:
-        spec=lambda w: PARAMS.section_hash("seed", extra={k: PARAMS.experiment(w.experiment).get(k) for k in ("buckets", "pairs_per_bucket", "masks", "size")} | {"val_pairs": PARAMS.raw.get("training", {}).get("val_pairs")}),
+        spec=lambda w: PARAMS.section_hash("seed", extra={k: PARAMS.experiment(w.experiment).get(k) for k in ("buckets", "pairs_per_bucket", "masks", "size")} | {"val_pairs": PARAMS.experiment_training(w.experiment).get("val_pairs")}),
     log:
         "logs/pairs/{experiment}/{dataset}-{split}.log",
     conda:

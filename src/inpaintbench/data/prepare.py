@@ -293,10 +293,21 @@ def select_splits(items: list[Item], spec: dict, *, seed: int, dataset: str,
             )
         if not (0 <= holdout < 1 and 0 <= val < 1 and holdout + val < 1):
             raise InpaintBenchError(f"datasets.{dataset}.subset: holdout and val must be fractions summing below 1.")
-        chosen = _shuffled(pool, seed, "subset", dataset)[:n]
+        shuffled = _shuffled(pool, seed, "subset", dataset)
+        chosen = shuffled[:n]
         n_test, n_val = round(n * holdout), round(n * val)
         for i, it in enumerate(chosen):
             it.split = "test" if i < n_test else ("val" if i < n_test + n_val else "train")
+        if n_val == 0 and spec.get("val_from_train", None) != 0 and len(shuffled) > n:
+            # validation images from the pool's images outside the subset (neither its train nor
+            # its test), so the training set keeps the paper's size (CCSA: 27,000 of 30,000)
+            n_train = n - n_test
+            k = spec.get("val_from_train")
+            k = min(200, max(1, n_train // 10)) if k is None else int(k)
+            extra = shuffled[n:n + k]
+            for it in extra:
+                it.split = "val"
+            chosen = chosen + extra
         selected = chosen
     elif "test_per_category" in spec:
         k = int(spec["test_per_category"])
@@ -327,6 +338,7 @@ def select_splits(items: list[Item], spec: dict, *, seed: int, dataset: str,
                 f"datasets.{dataset}.split: expected 'official' or 'test' (or give 'subset' / "
                 f"'test_per_category'), got {mode!r}."
             )
+    carve_validation(selected, spec, seed=seed, dataset=dataset)
     caps = spec.get("max_per_split") or {}
     for split, cap in caps.items():
         if split not in SPLITS:
@@ -336,6 +348,23 @@ def select_splits(items: list[Item], spec: dict, *, seed: int, dataset: str,
             drop = {it.id for it in _shuffled(members, seed, "cap", dataset, split)[int(cap):]}
             selected = [it for it in selected if it.id not in drop]
     return sorted(selected, key=lambda it: it.id)
+
+
+def carve_validation(selected: list[Item], spec: dict, *, seed: int, dataset: str) -> int:
+    """Where the chosen split has no validation images (the CCSA CelebA subset, Paris StreetView,
+    Places365 with a per-category holdout), move ``val_from_train`` seeded random training images
+    to val (default min(200, 10 % of train), at least 1): validation curves never use test images.
+    Returns how many were moved."""
+    train = [it for it in selected if it.split == "train"]
+    if any(it.split == "val" for it in selected) or not train:
+        return 0
+    k = spec.get("val_from_train")
+    k = min(200, max(1, len(train) // 10)) if k is None else int(k)
+    if k >= len(train):
+        raise InpaintBenchError(f"datasets.{dataset}.val_from_train = {k}, but only {len(train)} training images; lower it.")
+    for it in _shuffled(train, seed, "val-from-train", dataset)[:k]:
+        it.split = "val"
+    return k
 
 
 # --------------------------------------------------------------------------------------------

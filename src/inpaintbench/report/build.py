@@ -16,7 +16,7 @@ from ..io import load_image, read_csv, write_json, write_text
 from . import plots, tables
 from .paper_tables import metric_definitions
 
-METRICS = ["psnr", "ssim", "l1", "l1_hole"]
+METRICS = ["psnr", "ssim", "l1", "l1_hole", "lpips", "fid", "kid"]
 
 
 def _labels(params, models: list[str]) -> dict[str, str]:
@@ -41,15 +41,30 @@ def _efficiency(experiment: str, out_dir: Path) -> tuple[pd.DataFrame | None, st
     shown = pd.DataFrame({
         "method": eff["label"],
         "parameters (this run)": eff["params"].map(lambda v: f"{int(v):,}"),
-        f"inference ms @{int(eff['size'].iloc[0])}px": eff["ms"].map(lambda v: f"{v:.2f}"),
+        f"inference ms @{int(eff['size'].iloc[0])}px": eff["ms"].map(_ms_text),
         "parameters (published setting)": eff["params_paper"].map(lambda v: "" if pd.isna(v) or v == "" else f"{int(v):,}"),
         "inference ms (published setting)": eff["ms_paper"].map(lambda v: "" if pd.isna(v) or v == "" else f"{v:.2f}"),
     })
     for col in [c for c in eff.columns if c.startswith("ms_") and c[3:].isdigit()]:
-        shown.insert(3, f"inference ms @{col[3:]}px", eff[col].map(lambda v: f"{v:.2f}"))
-    md = shown.to_markdown(index=False) + f"\n\nDevice: {eff['device_name'].iloc[0]}; batch 1, mean of the timed runs.\n"
+        shown.insert(3, f"inference ms @{col[3:]}px", eff[col].map(_ms_text))
+    shown["device"] = eff["device_name"]  # every timing beside the device it was measured on
+    md = shown.to_markdown(index=False) + "\n\nBatch 1, mean of the timed runs, on the device named in each row.\n"
     write_text(out_dir / "efficiency.md", md)
     return eff, md
+
+
+def _ms_text(v) -> str:
+    return "not timed" if pd.isna(v) or v == "" else f"{float(v):.2f}"
+
+
+def _timing_note(eff: pd.DataFrame | None, methods) -> str:
+    """The device behind a paper table's inference times (the papers' are GPU milliseconds)."""
+    if eff is None:
+        return ""
+    rows = eff[eff["model"].isin(list(methods))]
+    devices = sorted(set(rows["device_name"].astype(str)))
+    return ("Inference times: " + "; ".join(f"{', '.join(rows[rows['device_name'] == d]['label'])}: {d}" for d in devices)
+            + " (the papers time on their GPUs).") if devices else ""
 
 
 def _efficiency_as_summary(eff: pd.DataFrame | None, experiment: str) -> pd.DataFrame:
@@ -80,7 +95,8 @@ def build_experiment(params, experiment: str) -> dict:
     labels = _labels(params, models)
     datasets = list(dict.fromkeys(ds for run in exp["runs"] for ds in run["eval"]))
     metrics = [m for m in METRICS if m in set(summary["metric"])]
-    md_by_ds = tables.write_experiment_tables(summary, out_dir, experiment, models, buckets, metrics, datasets, labels)
+    md_by_ds = tables.write_experiment_tables(summary, out_dir, experiment, models, buckets, metrics, datasets, labels,
+                                               **tables.statistics(params, experiment))  # CIs, paired tests (H5)
     fid = _fid_status(experiment, exp)
     eff, eff_md = _efficiency(experiment, out_dir)
     paper_md, substitutes = {}, {}
@@ -90,10 +106,12 @@ def build_experiment(params, experiment: str) -> dict:
     for spec in exp.get("tables", []):
         spec = dict(spec)
         name = spec.pop("name")
-        pt = build_paper_table(full, spec, name)
+        pt = build_paper_table(full, spec, name, **tables.paper_statistics(params, experiment))
         write_paper_table(pt, out_dir / "paper_tables", name)
         paper_md[name] = to_markdown(pt)
         note = _substitutes_note(params, experiment, spec.get("methods", {}))
+        if "inference_ms" in spec.get("metrics", []):
+            note = " ".join(t for t in (note, _timing_note(eff, spec.get("methods", {}))) if t)
         substitutes[name] = note
         if note:  # every offline substitute behind this table's numbers, named beside it
             paper_md[name] += "\n\n" + note + "\n"
@@ -136,7 +154,9 @@ def build_experiment(params, experiment: str) -> dict:
             figures.append((f, f"Qualitative samples on {ds}: masked input (holes white), each method, ground truth."))
     info = {"experiment": experiment, "description": exp.get("description", ""), "datasets": datasets,
             "figures": [[str(p.relative_to(paths.REPORTS)), cap] for p, cap in figures],
-            "tables": {ds: md for ds, md in md_by_ds.items()}, "paper_tables": paper_md, "efficiency": eff_md,
+            "tables": {ds: md for ds, md in md_by_ds.items()}, "paper_tables": paper_md,
+            "table_data": json.loads((out_dir / "table.json").read_text()),  # structured cells (report.tables)
+            "efficiency": eff_md,
             "fid": fid, "perceptual_backbone": _backbone_text(params.perceptual(experiment)),
             "paper_table_substitutes": substitutes,
             "models": {m: _model_info(params, experiment, exp, m) for m in models}}
@@ -223,7 +243,7 @@ def build_index(params, experiments: list[str]) -> Path:
              "<h1>inpaintbench report</h1>"]
     infos = {e: json.loads((paths.report_dir(e) / "report.json").read_text()) for e in experiments}
     fid = next(iter(infos.values()))["fid"] if infos else {"computed": False, "reason": ""}
-    parts.append(_md_inline(metric_definitions((fid["computed"], fid["reason"]))))
+    parts.append(_md_inline(metric_definitions((fid["computed"], fid["reason"]), **tables.definition_settings(params, experiments))))
     for e, info in infos.items():
         parts.append(f"<h2 id='{html.escape(e)}'>{html.escape(e)}</h2><p>{html.escape(info['description'])}</p>")
         parts.append(f"<p><b>FID:</b> {html.escape(info['fid']['reason'])}</p>")
@@ -262,7 +282,11 @@ def _dvc_metrics_and_plots(params, experiments: list[str]) -> None:
     for e in experiments:
         summary = pd.read_csv(paths.summary_csv(e))
         for r in summary[summary["bucket"] == "all"].itertuples():
-            metrics.setdefault(e, {}).setdefault(r.dataset, {}).setdefault(r.model, {})[r.metric] = round(float(r.mean), 6)
+            cell = metrics.setdefault(e, {}).setdefault(r.dataset, {}).setdefault(r.model, {})
+            cell[r.metric] = round(float(r.mean), 6)
+            for bound in ("lo", "hi"):  # the bootstrap CI bounds (report.aggregate)
+                if pd.notna(getattr(r, bound, float("nan"))):
+                    cell[f"{r.metric}_{bound}"] = round(float(getattr(r, bound)), 6)
     write_json(paths.REPORTS / "metrics.json", metrics)
     plot_dir = paths.REPORTS / "plots"
     if plot_dir.exists():
