@@ -139,3 +139,19 @@ def test_snakemake_refuses_a_nested_typo(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert "params.yaml: teacher.epochz: unknown key 'epochz'" in r.stdout + r.stderr
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    """PyYAML keeps the last of two equal keys silently: the second `epochs:` would win unseen."""
+    text = (ROOT / "params.yaml").read_text().replace("  epochs: 4\n", "  epochs: 4\n  epochs: 40\n", 1)
+    assert text.count("epochs: 40") == 1
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(InpaintBenchError, match=r"'epochs' is given twice"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_schema_has_no_key_twice():
+    """Several people add keys to the schema: a repeated key would silently drop the first."""
+    from inpaintbench.config import load_yaml
+
+    load_yaml(schema_path().read_text())

@@ -6,7 +6,7 @@ from snakemake.resources import Resource
 from snakemake.utils import validate
 
 from inpaintbench import paths
-from inpaintbench.config import Params
+from inpaintbench.config import Params, load_yaml
 from inpaintbench.errors import InpaintBenchError
 
 # Validation: first inpaintbench's own (the JSON Schema workflow/schemas/params.schema.yaml with
@@ -16,6 +16,11 @@ _CONFIG_NAME = " + ".join(
     os.path.relpath(f) if not os.path.relpath(f).startswith("..") else os.path.abspath(f)
     for f in map(str, getattr(workflow, "configfiles", []))) or "params.yaml"
 try:
+    for _f in getattr(workflow, "configfiles", []):  # a key given twice is lost once merged: check the files
+        try:
+            load_yaml(open(str(_f), encoding="utf-8").read())
+        except Exception as _exc:
+            raise InpaintBenchError(f"{_f}: {_exc}") from None
     PARAMS = Params(dict(config), _CONFIG_NAME)
 except InpaintBenchError as exc:
     sys.exit(f"inpaintbench: {exc}")
@@ -165,6 +170,7 @@ def report_inputs(w):
             if PARAMS.is_learned(m):
                 runs += [str(paths.run_dir(w.experiment, run["train"], m) / f) for f in ("history.csv", "epochs.csv", "run.json")]
     return {"summary": str(paths.summary_csv(w.experiment)), "runs": runs,
+            "paired": str(paths.summary_csv(w.experiment).parent / "paired.csv"),
             "efficiency": str(paths.RESULTS / w.experiment / "efficiency.csv")}
 
 
