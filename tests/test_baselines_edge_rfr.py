@@ -194,11 +194,12 @@ def test_edgeconnect_shapes(size):
 # ---- RFR --------------------------------------------------------------------------------------
 
 def naive_attention(feat, propagate):
-    """Sec. 3.2 written with loops over pixels (reference for the batched KCA)."""
+    """Sec. 3.2 as the official Attention.py computes it, written with loops over pixels (reference
+    for the batched KCA): keys normalised, raw queries, reconstruction from the normalised keys."""
     c, h, w = feat.shape[1:]
     f = feat[0].reshape(c, h * w)
-    unit = f / (f.norm(dim=0, keepdim=True) + 1e-7)
-    sim = (unit.T @ unit).reshape(h, w, h * w)           # [query y, query x, key]
+    unit = (f + 1e-7) / (f + 1e-7).norm(dim=0, keepdim=True)
+    sim = (f.T @ unit).reshape(h, w, h * w)              # [query y, query x, key]
     r = propagate // 2
     out = torch.zeros(c, h, w)
     for y in range(h):
@@ -208,11 +209,11 @@ def naive_attention(feat, propagate):
                 for dx in range(-r, r + 1):
                     if 0 <= y + dy < h and 0 <= x + dx < w:
                         acc += sim[y + dy, x + dx]
-            out[:, y, x] = f @ torch.softmax(acc, 0)
+            out[:, y, x] = unit @ torch.softmax(acc, 0)
     return out
 
 
-def test_kca_matches_the_equations_and_blend_one_is_plain_attention():
+def test_kca_matches_the_equations_and_the_lambda_blend():
     kca = KnowledgeConsistentAttention(6, propagate=3)
     feat = torch.randn(1, 6, 5, 4)
     plain, scores = kca(feat)
@@ -222,18 +223,18 @@ def test_kca_matches_the_equations_and_blend_one_is_plain_attention():
     prev = torch.softmax(torch.randn_like(scores), 1)
     valid = torch.ones(1, 1, 5, 4)
     with torch.no_grad():
-        kca.blend.fill_(1.0)
+        kca.ratio.fill_(1e7)   # λ → ∞: the previous scores no longer count
     same, _ = kca(feat, prev, valid)
-    assert torch.allclose(same, plain, atol=1e-6)
+    assert torch.allclose(same, plain, atol=1e-5)
     with torch.no_grad():
-        kca.blend.fill_(0.5)
+        kca.ratio.fill_(1.0)   # (λ score' + score_prev) / (λ + 1) with λ = 1
     mixed, mixed_scores = kca(feat, prev, valid)
     assert not torch.allclose(mixed, plain, atol=1e-4)
     assert torch.allclose(mixed_scores, 0.5 * scores + 0.5 * prev, atol=1e-6)
     # queries that were not valid in the previous recurrence ignore the previous scores
     _, fresh = kca(feat, prev, torch.zeros(1, 1, 5, 4))
     assert torch.allclose(fresh, scores, atol=1e-6)
-    assert kca.blend.requires_grad
+    assert kca.ratio.requires_grad
 
 
 def test_rfr_recurrences_grow_the_filled_area_and_change_the_output():
@@ -243,15 +244,16 @@ def test_rfr_recurrences_grow_the_filled_area_and_change_the_output():
     with torch.no_grad():
         feats, masks = model.recurrent_features(image * (1 - mask), mask)
     coverage = [float(m.mean()) for m in masks]
-    assert len(feats) == 6 and all(a <= b for a, b in zip(coverage, coverage[1:])), coverage
+    assert len(feats) == 7 and all(a <= b for a, b in zip(coverage, coverage[1:])), coverage  # F⁰ + 6
     # each recurrence's two 7×7 partial convs move the hole border 6 feature pixels inwards
     assert coverage[0] < coverage[1] < coverage[2] < coverage[3] and coverage[-1] == 1.0, coverage
     assert all(torch.equal(f * (1 - m), torch.zeros_like(f)) for f, m in zip(feats, masks))
-    # adaptive merging (Sec. 3.1.3): a pixel first filled at recurrence k is the mean of F^k..F^N
+    # adaptive merging (Sec. 3.1.3, with F⁰ as the official code): a pixel first filled at
+    # recurrence k is the mean of F^k..F^N
     merged, union = model.merge(feats, masks)
     assert torch.equal(union, torch.ones_like(union))
     first = [int(next(i for i, m in enumerate(masks) if m[0, 0, y, x] > 0)) for y, x in ((32, 32), (0, 0))]
-    assert first == [3, 0]
+    assert first == [4, 0]   # index 0 is the head's F⁰
     for (y, x), k in zip(((32, 32), (0, 0)), first):
         ref = torch.stack([f[0, :, y, x] for f in feats[k:]]).mean(0)
         assert torch.allclose(merged[0, :, y, x], ref, atol=1e-6)
@@ -279,7 +281,8 @@ def test_rfr_shapes(size):
     assert out.shape == (1, 3, size, size) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("args,expected", [({}, 123_257), ({"base": 64, "recurrences": 6}, 31_224_100)])
+# 31,224,065: the official RFRNet() counted (jingyuanli001/RFR-Inpainting@e1cad6a)
+@pytest.mark.parametrize("args,expected", [({}, 123_252), ({"base": 64, "recurrences": 6}, 31_224_065)])
 def test_rfr_parameter_counts(args, expected):
     model = registry.build("rfr", args, {}, NO_BACKBONE)
     assert count_parameters(model) == expected

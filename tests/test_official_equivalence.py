@@ -17,6 +17,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "official"
 COMMITS = {
     "lama": "786f5936b27fb3dacd2b1ad799e4de968ea697e7",  # advimman/lama
     "edgeconnect": "3142579785c5c8cc92ad655616d40f4f52fc7ec1",  # knazeri/edge-connect
+    "rfr": "e1cad6a8181f0eb69ea0e6338c40d56783da0a21",  # jingyuanli001/RFR-Inpainting
 }
 
 
@@ -24,6 +25,30 @@ def fixture(name: str) -> dict:
     data = torch.load(FIXTURES / f"{name}.pt", map_location="cpu", weights_only=True)
     assert data["meta"]["commit"] == COMMITS[name]
     return data
+
+
+def seeded_state(spec: list, seed: int) -> dict:
+    """The official-layout state dict a fixture describes by (name, shape, dtype) instead of
+    storing its values: filled in order from one seeded generator by the rules the fixture
+    generator used (BN weights near 1, running variances in [0.5, 1.5), running means small,
+    other tensors N(0, 1/fan_in))."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape, dtype in spec:
+        if dtype != "torch.float32":
+            state[name] = torch.zeros(shape, dtype=getattr(torch, dtype.split(".")[1]))
+            continue
+        if name.endswith("running_var"):
+            t = torch.rand(shape, generator=g) + 0.5
+        elif name.endswith("running_mean"):
+            t = torch.randn(shape, generator=g) * 0.1
+        elif len(shape) == 1 and ("bn" in name or "norm" in name) and name.endswith("weight"):
+            t = 1 + 0.1 * torch.randn(shape, generator=g)
+        else:
+            fan = int(torch.Size(shape[1:]).numel()) if len(shape) > 1 else 1
+            t = torch.randn(shape, generator=g) / max(1, fan) ** 0.5
+        state[name] = t
+    return state
 
 
 def assert_close(ours: torch.Tensor, official: torch.Tensor) -> float:
@@ -63,4 +88,21 @@ def test_edgeconnect_matches_official_edge_and_inpaint_generators():
     image, mask = data["image"], data["mask"]
     with torch.no_grad():
         out = model.complete(image * (1 - mask), data["gray"] * (1 - mask), data["edges"], mask)
+    assert_close(out, data["output"])
+
+
+def test_rfr_matches_official_rfrnet():
+    from inpaintbench.models.rfr import RFRNet, convert_official
+
+    data = fixture("rfr")
+    official = seeded_state(data["spec"], data["seed"])
+    assert abs(sum(float(v.double().sum()) for v in official.values() if v.is_floating_point()) - data["checksum"]) < 1e-6
+    args, state = convert_official(official)
+    assert args["base"] == 8
+    model = RFRNet(**args).eval()
+    model.load_state_dict(state, strict=True)
+    assert len(state) == len(official)
+    image, mask = data["image"], data["mask"]
+    with torch.no_grad():
+        out = model(image * (1 - mask), mask)
     assert_close(out, data["output"])

@@ -1,5 +1,7 @@
 """RFR-Net (Li et al. 2020, "Recurrent feature reasoning for image inpainting", CVPR), a baseline
-of the benchmark, written from the paper's description (section numbers of the CVPR paper).
+of the benchmark, written from the paper's description (section numbers of the CVPR paper) and
+matched to the official code (jingyuanli001/RFR-Inpainting modules/RFRNet.py, Attention.py):
+a state dict of the official RFRNet loads through `convert_official` and gives the same output.
 
 Pipeline (Sec. 3, Fig. 2):
 1. Feature mapping: two partial convolutions (7×7 stride 2, 7×7) map the masked image into a
@@ -12,18 +14,25 @@ Pipeline (Sec. 3, Fig. 2):
      3 dilated convs, decoder with skip connections) with knowledge-consistent attention
      (Sec. 3.2, layers/kca.py) in the decoder at 1/4 of the module's resolution; its output is
      kept only where the updated mask is valid (F^i = FR(·) ⊙ M^i).
-   The attention scores of each recurrence are passed to the next (Sec. 3.2).
-3. Adaptive feature merging (Sec. 3.1.3): F̄ = Σ_i F^i / Σ_i M^i over the recurrences (positions
-   never filled stay 0). We merge the recurrences' outputs only, as the equation is written.
+   The attention scores of each recurrence are passed to the next (Sec. 3.2); the attention's
+   validity mask is the recurrence's mask resized by nearest neighbour (official).
+3. Adaptive feature merging (Sec. 3.1.3): F̄ = Σ_i F^i M^i / (Σ_i M^i + 7·1e-7) over the head
+   features F⁰ (with its mask M⁰) and the recurrences' outputs, as the official code merges
+   (feature_group starts with the head output); positions never filled stay 0.
 4. Decoding (Sec. 3.3): a 4×4 transposed conv back to full resolution, concatenation with the
-   masked input image, a 3×3 partial conv, a residual bottleneck block, and a 3×3 conv to RGB
-   (linear output, like the partial-conv U-Net).
-Losses (Sec. 3.3): λ_valid L_valid + λ_hole L_hole + λ_perc L_perc + λ_style L_style with
-1, 6, 0.05, 120 — Liu et al.'s losses without the TV term (train/losses.py `pconv_losses`, tv
-weight 0 by default), perceptual backbone from `build_backbone(ctx.perceptual, ctx)`.
+   masked input image, a 3×3 partial conv (no bias) whose mask is [M_image (3 channels), M̄ (c
+   channels)] in NVIDIA's multi-channel form, a residual bottleneck block, and a 3×3 conv to
+   RGB without bias (linear output). Activations outside the reasoning module are LeakyReLU with
+   PyTorch's default slope 0.01 (official F.leaky_relu); inside it 0.2 (official nn.LeakyReLU(0.2)).
+Losses (Sec. 3.3): λ_valid L_valid + λ_hole L_hole + λ_perc L_perc + λ_style L_style + λ_tv L_tv
+with 1, 6, 0.05, 120, 0.1 — the official weights (model.py get_g_loss), Liu et al.'s losses
+(train/losses.py `pconv_losses`), perceptual backbone from `build_backbone(ctx.perceptual, ctx)`.
+Not here: the official BN-frozen fine-tune phase (lr 5e-5, BN layers in eval mode), which needs
+a second training phase in the trainer.
 
-Published size: ``base`` 64 (reasoning widths 128-256-512), 6 recurrences: 31,224,100 parameters.
-Small default for the built-in 64×64 run: ``base`` 4, 2 recurrences: 123,257 parameters (the
+Published size: ``base`` 64 (reasoning widths 128-256-512), 6 recurrences: 31,224,065 parameters
+(the official RFRNet's count). Small default for the built-in 64×64 run: ``base`` 4, 2
+recurrences: 123,252 parameters (the
 recurrence count shares weights and does not change the count; at 64×64 the head plus two
 recurrences reach about 34 pixels into a hole, 12 more per recurrence).
 """
@@ -40,7 +49,8 @@ from .layers.kca import KnowledgeConsistentAttention
 from .layers.partial_conv import PartialConv2d, PartialConvBlock
 from .registry import register
 
-RFR_WEIGHTS = {"valid": 1.0, "hole": 6.0, "perceptual": 0.05, "style": 120.0, "tv": 0.0}
+RFR_WEIGHTS = {"valid": 1.0, "hole": 6.0, "perceptual": 0.05, "style": 120.0, "tv": 0.1}
+LEAKY = 0.01  # F.leaky_relu's default slope, used by the official RFRNet outside the module
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1, act: str = "relu") -> nn.Sequential:
@@ -50,14 +60,14 @@ def _conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1, act: str =
     return nn.Sequential(*layers)
 
 
-def _up_bn(cin: int, cout: int) -> nn.Sequential:
+def _up_bn(cin: int, cout: int, slope: float = 0.2) -> nn.Sequential:
     return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False),
-                         nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True))
+                         nn.BatchNorm2d(cout), nn.LeakyReLU(slope, inplace=True))
 
 
 def coarse_valid(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """A coarse cell is valid only if every pixel it covers is valid (our choice)."""
-    return 1.0 - F.adaptive_max_pool2d(1.0 - valid, size)
+    """The validity mask at the attention's resolution: nearest-neighbour resize (official)."""
+    return F.interpolate(valid, size=size, mode="nearest")
 
 
 class FeatureReasoning(nn.Module):
@@ -136,15 +146,15 @@ class RFRNet(PConvLossModel):
         # 2a. area identification (Sec. 3.1.1)
         self.area = nn.ModuleList([PartialConv2d(c, c, 7, padding=3, bias=False),
                                    PartialConv2d(c, c, 7, padding=3, bias=False)])
-        self.area_norm = nn.BatchNorm2d(c)
+        self.area_norm = nn.BatchNorm2d(c)   # official bn2, then F.leaky_relu (slope 0.01)
         # 2b. feature reasoning with KCA (Sec. 3.1.2, 3.2)
         self.reason = FeatureReasoning(c, levels, dilated, propagate)
         # 4. decoding (Sec. 3.3)
         tail = max(c // 2, 1)
-        self.up = _up_bn(c, c)
-        self.tail = PartialConvBlock(3 + c, tail, 3, bn=False, act="leaky")
+        self.up = _up_bn(c, c, slope=LEAKY)
+        self.tail = PartialConvBlock(3 + c, tail, 3, bn=False, act="leaky", bias=False, slope=LEAKY)
         self.refine = ResidualBottleneck(tail)
-        self.to_rgb = nn.Conv2d(2 * tail, 3, 3, padding=1)
+        self.to_rgb = nn.Conv2d(2 * tail, 3, 3, padding=1, bias=False)
         self.backbone = backbone
         unknown = set(loss_weights or {}) - set(RFR_WEIGHTS)
         if unknown:
@@ -153,15 +163,16 @@ class RFRNet(PConvLossModel):
 
     def recurrent_features(self, image_in: torch.Tensor, mask: torch.Tensor,
                            recurrences: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Steps 1-2: the feature map F^i and validity mask M^i of every recurrence."""
+        """Steps 1-2: the head's F⁰, M⁰ and the feature map F^i and validity mask M^i of every
+        recurrence."""
         x, valid = image_in, 1 - mask   # partial conv wants 1 = known
         for block in self.head:
             x, valid = block(x, valid)
-        feats, masks, prev = [], [], None
+        feats, masks, prev = [x], [valid], None   # F⁰, M⁰: the head output enters the merge
         for _ in range(self.recurrences if recurrences is None else recurrences):
             for conv in self.area:
                 x, valid = conv(x, valid)
-            x = F.leaky_relu(self.area_norm(x), 0.2)
+            x = F.leaky_relu(self.area_norm(x), LEAKY)
             x, prev = self.reason(x, valid, prev)
             x = x * valid
             feats.append(x)
@@ -170,17 +181,20 @@ class RFRNet(PConvLossModel):
 
     @staticmethod
     def merge(feats: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sec. 3.1.3 adaptive merging: Σ F^i / Σ M^i, and the union of the masks."""
-        count = torch.stack(masks).sum(0)
-        merged = torch.stack(feats).sum(0) / count.clamp(min=1.0)
-        return merged, (count > 0).to(merged.dtype)
+        """Sec. 3.1.3 adaptive merging as the official code: mean(F^i M^i) / (mean(M^i) + 1e-7),
+        and the last (largest) mask."""
+        m = torch.stack(masks)
+        merged = (torch.stack(feats) * m).mean(0) / (m.mean(0) + 1e-7)
+        return merged, masks[-1]
 
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor, recurrences: int | None = None) -> torch.Tensor:
         feats, masks = self.recurrent_features(image_in, mask, recurrences)
         merged, valid = self.merge(feats, masks)
         x = self.up(merged)
         valid = F.interpolate(valid, size=x.shape[-2:], mode="nearest")
-        x, _ = self.tail(torch.cat([image_in, x], 1), torch.clamp(valid + (1 - mask), max=1.0))
+        # official m5 = [mask ×3 channels, m4 × c channels]: NVIDIA's multi-channel partial conv
+        tail_valid = torch.cat([(1 - mask).expand(-1, 3, -1, -1), valid.expand(-1, x.shape[1], -1, -1)], 1)
+        x, _ = self.tail(torch.cat([image_in, x], 1), tail_valid)
         return self.to_rgb(torch.cat([x, self.refine(x)], 1))
 
 
@@ -188,3 +202,39 @@ class RFRNet(PConvLossModel):
 def build(args: dict, loss: dict, ctx: BuildContext) -> RFRNet:
     backbone = build_backbone(ctx.perceptual, ctx)
     return RFRNet(backbone=backbone, loss_weights=loss.get("weights"), **args)
+
+
+# --- official checkpoints (jingyuanli001/RFR-Inpainting modules/RFRNet.py RFRNet) --------------
+_RFR_RENAMES = {
+    "Pconv1.": "head.0.conv.", "bn1.": "head.0.bn.", "Pconv2.": "head.1.conv.", "bn20.": "head.1.bn.",
+    "Pconv21.": "area.0.", "Pconv22.": "area.1.", "bn2.": "area_norm.",
+    "RFRModule.enc_1.": "reason.down.0.", "RFRModule.enc_2.": "reason.down.1.", "RFRModule.enc_3.": "reason.down.2.",
+    "RFRModule.enc_4.": "reason.bottom.0.", "RFRModule.enc_5.": "reason.bottom.1.", "RFRModule.enc_6.": "reason.bottom.2.",
+    "RFRModule.dec_5.": "reason.bottom_dec.0.", "RFRModule.dec_4.": "reason.bottom_dec.1.",
+    "RFRModule.dec_3.": "reason.up.0.", "RFRModule.dec_2.": "reason.up.1.", "RFRModule.dec_1.": "reason.up.2.",
+    "RFRModule.att.combiner.": "reason.kca.combine.", "RFRModule.att.att.ratio": "reason.kca.ratio",
+    "Tconv.": "up.0.", "bn3.": "up.1.", "tail1.": "tail.conv.",
+    "tail2.conv1.": "refine.body.0.", "tail2.bn1.": "refine.body.1.", "tail2.conv2.": "refine.body.3.",
+    "tail2.bn2.": "refine.body.4.", "tail2.conv3.": "refine.body.6.", "tail2.bn3.": "refine.body.7.",
+    "out.": "to_rgb.",
+}
+
+
+def convert_official(state: dict) -> tuple[dict, dict]:
+    """(args, our state dict) from the official RFRNet's state dict (the ``generator`` entry of
+    its checkpoints; a ``module.`` prefix from nn.DataParallel is removed). The official network
+    has 3 levels and 3 dilated convs; its width is read off Pconv1."""
+    out = {}
+    for key, value in state.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        for prefix in sorted(_RFR_RENAMES, key=len, reverse=True):   # "tail2.bn1." before "bn1."
+            if name.startswith(prefix):
+                name = _RFR_RENAMES[prefix] + name[len(prefix):]
+                break
+        else:
+            raise KeyError(f"unexpected key {key!r} in an RFR-Net state dict")
+        if name == "reason.kca.ratio":
+            value = value.reshape(())
+        out[name] = value
+    base = int(out["head.0.conv.weight"].shape[0])
+    return {"base": base, "levels": 3, "dilated": 3, "propagate": 3, "recurrences": 6}, out
