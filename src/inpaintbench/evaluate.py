@@ -1,10 +1,17 @@
 """Evaluation: run a method on the fixed pairs and score the composite, per image.
 
 Per pair: load the image and its mask (the mask must already have the evaluated size), build the
-masked input, run the method, composite `out = pred*mask + image*(1-mask)`, and compute PSNR,
-SSIM, L1 (full image) and L1 (hole only). The per-image rows go to
+masked input, run the method, composite `out = pred*mask + image*(1-mask)`, round it to 8 bits
+(``evaluation.quantize: uint8``, the default: exactly the PNG a saved result would be, the
+papers' and LaMa's protocol; ``none`` scores the float composite), and compute PSNR, SSIM, L1
+(full image), L1 (hole only) and, when its backbone is available, LPIPS. The per-image rows go to
 results/<experiment>/<train>/<model>/metrics.csv; the first `samples_per_bucket` composites of
 each bucket are saved as PNG for the report's qualitative grids.
+
+FID and KID (when the Inception weights are available) come from one pass of the Inception
+network over the ground truth and the composites of a dataset; the features are saved
+(``features_<dataset>.npz``: ``real``, ``fake``, ``bucket``) and FID, KID and their bootstrap CIs
+per bucket are computed from them (``metrics.kid``) into fid.csv.
 """
 from __future__ import annotations
 
@@ -17,13 +24,30 @@ from tqdm import tqdm
 
 from . import paths
 from .errors import InpaintBenchError
-from .io import load_image, load_mask, read_csv, save_image, write_csv, write_json
+from .io import atomic_path, load_image, load_mask, read_csv, save_image, write_csv, write_json
+from .metrics.lpips_score import lpips_batch
 from .metrics.quality import image_metrics
 from .models import registry
 from .models.base import BuildContext, ClassicalModel
 
 METRIC_FIELDS = ["experiment", "train", "dataset", "model", "pair_id", "bucket", "image_id", "mask_id",
-                 "hole_ratio", "psnr", "ssim", "l1", "l1_hole"]
+                 "hole_ratio", "psnr", "ssim", "l1", "l1_hole", "lpips"]
+QUANTIZE = ("uint8", "none")
+
+
+def quantize_setting(params) -> str:
+    q = str(dict(params.raw.get("evaluation") or {}).get("quantize", "uint8"))
+    if q not in QUANTIZE:
+        raise InpaintBenchError(f"params.yaml: evaluation.quantize must be one of {', '.join(QUANTIZE)}, got {q!r}")
+    return q
+
+
+def quantize(image: np.ndarray, mode: str = "uint8") -> np.ndarray:
+    """The composite as the 8-bit PNG `io.save_image` writes would hold it (round half to even,
+    clipped), back in [0, 1] as float32; unchanged for mode "none"."""
+    if mode == "none":
+        return np.asarray(image, dtype=np.float32)
+    return (np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255) / 255.0).astype(np.float32)
 
 
 def load_pairs(pairs_csv: str | Path, size: int, limit: int | None = None) -> list[dict]:
@@ -80,7 +104,7 @@ def load_method(params, experiment: str, train: str, model_name: str, device: st
     return model.to(device).eval()
 
 
-FID_FIELDS = ["experiment", "train", "dataset", "model", "bucket", "metric", "mean", "std", "count"]
+FID_FIELDS = ["experiment", "train", "dataset", "model", "bucket", "metric", "mean", "std", "count", "lo", "hi"]
 
 
 def fid_settings(params) -> tuple[bool, str, dict]:
@@ -100,20 +124,44 @@ def fid_settings(params) -> tuple[bool, str, dict]:
     return ok, reason, cfg
 
 
-def fid_rows(real: list[np.ndarray], fake: list[np.ndarray], buckets: list[str], key: dict, cfg: dict, device: str, net) -> list[dict]:
-    """FID per bucket and over all pairs, composites against the ground truth of the same pairs."""
-    from .metrics.fid import fid_between
+def bootstrap_settings(params):
+    from .metrics.stats import BootstrapSettings
+
+    return BootstrapSettings.from_params(dict(params.raw.get("evaluation") or {}).get("bootstrap"))
+
+
+def feature_rows(real: np.ndarray, fake: np.ndarray, buckets: list[str], key: dict, cfg: dict, settings) -> list[dict]:
+    """FID and KID per bucket and over all pairs from Inception features (row i = pair i), with
+    bootstrap CIs over resampled pairs (``fid.ci_resamples``, default 200: each FID resample
+    costs an SVD of up to n x n)."""
+    from .metrics.fid import FEATURE_DIM, activation_stats, frechet_distance, frechet_distance_from_features
+    from .metrics.kid import DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, feature_cis, kid
 
     rows = []
-    for bucket in [*dict.fromkeys(buckets), "all"]:
-        idx = [i for i, b in enumerate(buckets) if bucket in ("all", b)]
-        if len(idx) < 2:
+    buckets = np.asarray(buckets)
+    for bucket in [*dict.fromkeys(buckets.tolist()), "all"]:
+        sel = np.ones(len(buckets), bool) if bucket == "all" else buckets == bucket
+        if sel.sum() < 2:
             continue
-        r = np.stack([real[i] for i in idx]).transpose(0, 3, 1, 2)
-        f = np.stack([fake[i] for i in idx]).transpose(0, 3, 1, 2)
-        res = fid_between(r, f, device=device, batch_size=int(cfg.get("batch_size", 50)), model=net)
-        rows.append({**key, "bucket": bucket, "metric": "fid", "mean": f"{res['fid']:.6f}", "std": "", "count": res["n"]})
+        r, f = real[sel], fake[sel]
+        n = int(sel.sum())
+        fid = (frechet_distance_from_features(r, f) if n < FEATURE_DIM
+               else frechet_distance(*activation_stats(r), *activation_stats(f)))
+        k = kid(r, f, subsets=int(cfg.get("kid_subsets", DEFAULT_SUBSETS)),
+                subset_size=int(cfg.get("kid_subset_size", DEFAULT_SUBSET_SIZE)), seed=settings.seed)
+        ci = feature_cis(r, f, settings, resamples=int(cfg.get("ci_resamples", 200))) if n >= 3 else {}
+        for metric, value in (("fid", fid), ("kid", k)):
+            rows.append({**key, "bucket": bucket, "metric": metric, "mean": f"{value:.6f}", "std": "", "count": n,
+                         "lo": f"{ci[metric + '_lo']:.6f}" if ci else "", "hi": f"{ci[metric + '_hi']:.6f}" if ci else ""})
     return rows
+
+
+def lpips_settings(params) -> tuple[bool, str, dict]:
+    from .metrics.lpips_score import lpips_status
+
+    cfg = dict(params.raw.get("lpips") or {})
+    ok, reason = lpips_status(cfg)  # enabled: true with the backbone missing raises, naming the file
+    return ok, reason, cfg
 
 
 def evaluate_job(params, experiment: str, train: str, model_name: str, device: str = "cpu") -> Path:
@@ -125,27 +173,46 @@ def evaluate_job(params, experiment: str, train: str, model_name: str, device: s
     method = load_method(params, experiment, train, model_name, device)
     n_samples = int(exp.get("samples_per_bucket", 2))
     out_csv = paths.metrics_csv(experiment, train, model_name)
+    q = quantize_setting(params)
+    settings = bootstrap_settings(params)
     rows, fid_out = [], []
     compute_fid, fid_reason, fid_cfg = fid_settings(params)
-    fid_net = None
+    compute_lpips, lpips_reason, lpips_cfg = lpips_settings(params)
+    fid_net = lpips_net = None
     if compute_fid:
         from .metrics.fid import build_fid_features
 
         fid_net = build_fid_features(fid_cfg).to(device)
+    if compute_lpips:
+        from .metrics.lpips_score import build_lpips
+
+        lpips_net = build_lpips(lpips_cfg).to(device)
     started = time.perf_counter()
     for dataset in run["eval"]:
         pairs = load_pairs(paths.pairs_csv(experiment, dataset, "test"), size)
         seen: dict[str, int] = {}
-        outputs = list(run_method(method, pairs, device, progress=True))
+        outputs = [quantize(o, q) for o in run_method(method, pairs, device, progress=True)]
         if compute_fid:
+            from .metrics.fid import extract_features
+
             key = {"experiment": experiment, "train": train, "dataset": dataset, "model": model_name}
-            fid_out += fid_rows([p["image"] for p in pairs], outputs, [p["bucket"] for p in pairs], key, fid_cfg, device, fid_net)
-        for out, p in zip(outputs, pairs):
+            bs = int(fid_cfg.get("batch_size", 50))
+            real_f = extract_features(fid_net, np.stack([p["image"] for p in pairs]).transpose(0, 3, 1, 2), device=device, batch_size=bs)
+            fake_f = extract_features(fid_net, np.stack(outputs).transpose(0, 3, 1, 2), device=device, batch_size=bs)
+            feat_file = out_csv.parent / f"features_{dataset}.npz"
+            feat_file.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(feat_file, suffix=".npz") as tmp:
+                np.savez_compressed(tmp, real=real_f.astype(np.float32), fake=fake_f.astype(np.float32),
+                                    bucket=np.array([p["bucket"] for p in pairs]), pair_id=np.array([p["pair_id"] for p in pairs]))
+            fid_out += feature_rows(real_f, fake_f, [p["bucket"] for p in pairs], key, fid_cfg, settings)
+        lp = (np.concatenate([lpips_batch(lpips_net, np.stack(outputs[i:i + 32]), np.stack([p["image"] for p in pairs[i:i + 32]]), device)
+                              for i in range(0, len(pairs), 32)]) if compute_lpips and pairs else None)
+        for i, (out, p) in enumerate(zip(outputs, pairs)):
             m = image_metrics(out, p["image"], p["mask"])
             rows.append({"experiment": experiment, "train": train, "dataset": dataset, "model": model_name,
                          "pair_id": p["pair_id"], "bucket": p["bucket"], "image_id": p["image_id"],
                          "mask_id": p["mask_id"], "hole_ratio": p["hole_ratio"],
-                         **{k: f"{v:.6f}" for k, v in m.items()}})
+                         **{k: f"{v:.6f}" for k, v in m.items()}, "lpips": f"{lp[i]:.6f}" if lp is not None else ""})
             k = seen.get(p["bucket"], 0)
             if k < n_samples:
                 save_image(paths.result_dir(experiment, train, model_name) / "samples" / dataset / f"{p['pair_id']}.png", out)
@@ -153,5 +220,7 @@ def evaluate_job(params, experiment: str, train: str, model_name: str, device: s
     write_csv(out_csv, rows, METRIC_FIELDS)
     write_csv(out_csv.parent / "fid.csv", fid_out, FID_FIELDS)
     write_json(out_csv.parent / "fid_status.json", {"computed": compute_fid, "reason": fid_reason})
+    write_json(out_csv.parent / "eval_status.json", {"quantize": q, "lpips": {"computed": compute_lpips, "reason": lpips_reason},
+                                                     "fid": {"computed": compute_fid, "reason": fid_reason}})
     print(f"evaluated {model_name} on {len(rows)} pairs in {time.perf_counter() - started:.1f} s -> {out_csv}")
     return out_csv

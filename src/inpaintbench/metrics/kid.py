@@ -104,12 +104,14 @@ def feature_cis(feats_real, feats_fake, settings: BootstrapSettings = BootstrapS
         m = wm.sum(1)
         w2 = wm * wm
         pairs = m * m - w2.sum(1)  # ordered pairs of resample positions holding different images
+        pairs = np.where(pairs > 0, pairs, np.nan)  # a resample of one image repeated: no estimate
         sxx = (((wm @ kxx) * wm).sum(1) - w2 @ np.diag(kxx)) / pairs
         syy = (((wm @ kyy) * wm).sum(1) - w2 @ np.diag(kyy)) / pairs
         sxy = ((wm @ kxy) * wm).sum(1) / (m * m)
         return sxx + syy - 2 * sxy
 
     kid_boot = kid_w(w)[None]
+    kid_boot = kid_boot[:, np.isfinite(kid_boot[0])]
     ones = np.ones(n)
     fid_hat = _weighted_fid(g11, g22, g12, ones)
     fid_boot = np.array([_weighted_fid(g11, g22, g12, wi) for wi in w])[None]

@@ -19,12 +19,21 @@ count``) and a table spec from params.yaml (``report.paper_tables.<name>``)::
     baseline: RES0ATT0          # ablation only: the paper label of the baseline row
     decimals: {psnr: 2}
     caption: "..."
+    reference: ccsa-res1att1    # our model the significance marks compare against (default: the
+                                # experiment's reference_method when it is one of `methods`)
 
 Every method row the paper has is kept with its published numbers; a row we do not
 implement has an empty "ours" cell, never a made-up one. Our values are converted to the
 paper's printed units (SAHN's MAE is printed x1e-1). Differences are ours minus paper.
 Best values are bold per metric/dataset/bucket, computed separately among the published values
 and among ours (the captions say so). An FID of ours over fewer than 2048 images is marked †.
+
+With CIs in the summary (``lo``/``hi``) our cells read ``mean [lo, hi]`` (the bootstrap CI, in the
+paper's units); with the paired comparisons (``paired``, from ``report.aggregate``) and a reference
+model, our cells carry ▲/▼ (significantly better/worse than the reference: Wilcoxon signed-rank,
+Holm over the table's comparisons; tidy columns ``ours_lo``, ``ours_hi``, ``p_holm``, ``sig``) and
+our bold marks the *best set* (the best mean and every method not significantly worse than it,
+as in ``report.tables``) instead of the single best mean.
 """
 from __future__ import annotations
 
@@ -76,6 +85,7 @@ class TableSpec:
     baseline: str | None = None
     decimals: dict[str, int] = field(default_factory=dict)
     caption: str | None = None
+    reference: str | None = None
 
 
 def _single_label(pub: pd.DataFrame, column: str, where: str) -> str:
@@ -94,7 +104,7 @@ def parse_spec(raw: Mapping, name: str = "table") -> TableSpec:
     if not isinstance(raw, Mapping):
         raise InpaintBenchError(f"{where} must be a mapping, got {type(raw).__name__}")
     unknown = set(raw) - {"paper", "table", "methods", "datasets", "buckets", "dataset", "bucket", "metrics", "kind",
-                          "layout", "experiment", "train", "baseline", "decimals", "caption"}
+                          "layout", "experiment", "train", "baseline", "decimals", "caption", "reference"}
     if unknown:
         raise InpaintBenchError(f"{where}: unknown keys {sorted(unknown)}")
     for key in ("paper", "table", "methods", "metrics"):
@@ -125,10 +135,13 @@ def parse_spec(raw: Mapping, name: str = "table") -> TableSpec:
             raise InpaintBenchError(f"{where}: an ablation table takes one dataset and one bucket")
     decimals = {**DEFAULT_DECIMALS.get(paper, {}), **{str(k): int(v) for k, v in dict(raw.get("decimals") or {}).items()}}
     train = raw.get("train")
+    reference = raw.get("reference")
+    if reference is not None and str(reference) not in methods:
+        raise InpaintBenchError(f"{where}.reference {reference!r} is not one of the table's methods {sorted(methods)}")
     return TableSpec(name=name, paper=paper, table=table, methods=methods, datasets=datasets, buckets=buckets,
                      metrics=metrics, kind=kind, layout=layout, experiment=raw.get("experiment"),
                      train=dict(train) if isinstance(train, Mapping) else train, baseline=baseline,
-                     decimals=decimals, caption=raw.get("caption"))
+                     decimals=decimals, caption=raw.get("caption"), reference=None if reference is None else str(reference))
 
 
 def _default_baseline(paper: str, table: str, where: str) -> str:
@@ -197,6 +210,7 @@ def _select_ours(summary: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
             f"{options.to_dict('records')}); set `experiment:` and/or `train:` in the table spec."
         )
     ours["method"] = ours["model"].astype(str).map(spec.methods)
+    ours["our_dataset"], ours["our_bucket"] = ours["dataset"].astype(str), ours["bucket"].astype(str)
     ours["dataset"] = ours["dataset"].astype(str).map(spec.datasets)
     ours["bucket"] = ours["bucket"].astype(str).map(spec.buckets)
     return ours
@@ -226,8 +240,11 @@ def _best_flags(tidy: pd.DataFrame, col: str, group: list[str]) -> pd.Series:
     return flags
 
 
-def build_paper_table(summary: pd.DataFrame, spec: TableSpec | Mapping, name: str = "table") -> PaperTable:
-    """Our summary beside the published table described by ``spec``."""
+def build_paper_table(summary: pd.DataFrame, spec: TableSpec | Mapping, name: str = "table", *,
+                      paired: pd.DataFrame | None = None, reference: str | None = None, alpha: float = 0.05) -> PaperTable:
+    """Our summary beside the published table described by ``spec``. ``paired`` (report.aggregate's
+    paired.csv) and a reference model (``spec.reference``, else ``reference`` when it is one of the
+    table's methods) add significance marks and the best-set rule for our values."""
     if not isinstance(spec, TableSpec):
         spec = parse_spec(spec, name)
     pub = published(spec.paper, spec.table)
@@ -250,6 +267,8 @@ def build_paper_table(summary: pd.DataFrame, spec: TableSpec | Mapping, name: st
                     paper_val = float(p["value"].iloc[0]) if len(p) else math.nan
                     ours_val = float(o["mean"].iloc[0]) / scales[metric] if len(o) else math.nan
                     count = float(o["count"].iloc[0]) if len(o) else math.nan
+                    ci = {c: (float(o[c].iloc[0]) / scales[metric] if len(o) and c in o and pd.notna(o[c].iloc[0]) else math.nan)
+                          for c in ("lo", "hi")}
                     records.append({
                         "metric": metric, "dataset": dataset, "bucket": bucket, "method": method, "row": "value",
                         "model": model_of.get(method, ""), "paper": paper_val, "ours": ours_val,
@@ -259,16 +278,67 @@ def build_paper_table(summary: pd.DataFrame, spec: TableSpec | Mapping, name: st
                         "fid_flagged": bool(metric == "fid" and len(o) and count < FID_FULL_RANK),
                         "unit": str(p["unit"].iloc[0]) if len(p) else "",
                         "note": str(p["note"].iloc[0]) if len(p) else "",
+                        "ours_lo": ci["lo"], "ours_hi": ci["hi"],
+                        "_key": (str(o["train"].iloc[0]), str(o["our_dataset"].iloc[0]), str(o["our_bucket"].iloc[0])) if len(o) else None,
                     })
     tidy = pd.DataFrame.from_records(records, columns=[
         "metric", "dataset", "bucket", "method", "row", "model", "paper", "ours", "diff", "ours_std",
-        "ours_count", "fid_flagged", "unit", "note"])
+        "ours_count", "fid_flagged", "unit", "note", "ours_lo", "ours_hi", "_key"])
     if spec.kind == "ablation":
         tidy = _add_improvements(tidy, spec, pub)
     group = ["metric", "dataset", "bucket", "row"]
     tidy["best_paper"] = _best_flags(tidy, "paper", group)
     tidy["best_ours"] = _best_flags(tidy, "ours", group)
-    return PaperTable(spec=spec, tidy=tidy)
+    ref = spec.reference or (reference if reference in spec.methods else None)
+    tidy["p_holm"], tidy["sig"] = math.nan, ""
+    if paired is not None and not paired.empty:
+        _significance(tidy, paired, ref, alpha)
+    tidy["reference"] = spec.methods.get(ref, "") if ref else ""
+    return PaperTable(spec=spec, tidy=tidy.drop(columns=["_key"]))
+
+
+def _pair_lookup(paired: pd.DataFrame) -> dict:
+    out = {}
+    for r in paired.itertuples():
+        k = (str(r.train), str(r.dataset), str(r.bucket), str(r.metric))
+        out[(*k, r.model, r.other)] = (float(r.diff), float(r.p))
+        out[(*k, r.other, r.model)] = (-float(r.diff), float(r.p))
+    return out
+
+
+def _significance(tidy: pd.DataFrame, paired: pd.DataFrame, ref: str | None, alpha: float) -> None:
+    """▲/▼ against ``ref`` (Holm over the table) and our best set per column, in place."""
+    from .tables import best_set
+
+    look = _pair_lookup(paired)
+    values = tidy[(tidy["row"] == "value") & tidy["model"].astype(bool) & tidy["ours"].notna()]
+    if ref:
+        ref_key = {(r.metric, r.dataset, r.bucket): r._key for r in values[values["model"] == ref].itertuples()}
+        family = []
+        for i, r in values[values["model"] != ref].iterrows():
+            k = ref_key.get((r["metric"], r["dataset"], r["bucket"]))
+            if k is not None and k == r["_key"] and (*k, r["metric"], r["model"], ref) in look:
+                family.append((i, *look[(*k, r["metric"], r["model"], ref)]))
+        if family:
+            adj = holm([p for _, _, p in family])
+            for (i, diff, _), a in zip(family, adj):
+                tidy.loc[i, "p_holm"] = float(a)
+                if a < alpha and diff != 0:
+                    tidy.loc[i, "sig"] = "better" if (diff > 0) == _better(tidy.loc[i, "metric"]) else "worse"
+    for _, part in values.groupby(["metric", "dataset", "bucket"], sort=False):
+        metric = part["metric"].iloc[0]
+        keys = set(part["_key"])
+        if len(part) < 2 or len(keys) != 1:
+            continue
+        k = keys.pop()
+        means = dict(zip(part["model"], part["ours"].astype(float)))
+        top = (max if _better(metric) else min)(means, key=means.get)
+        tests = {m: (0, look[(*k, metric, m, top)][0], 0, 0, look[(*k, metric, m, top)][1])
+                 for m in means if (*k, metric, m, top) in look}
+        if len(tests) < len(means) - 1:
+            continue  # no per-image pairs (FID): keep the best-value rule
+        best = best_set(means, tests, metric, alpha)
+        tidy.loc[part.index, "best_ours"] = part["model"].isin(best).to_numpy()
 
 
 # ---------------------------------------------------------------- ablation
@@ -308,7 +378,8 @@ def _add_improvements(tidy: pd.DataFrame, spec: TableSpec, pub_all: pd.DataFrame
             rows.append({"metric": metric, "dataset": values["dataset"].iloc[0], "bucket": values["bucket"].iloc[0],
                          "method": method, "row": "improvement", "model": values.loc[values["method"] == method, "model"].iloc[0],
                          "paper": paper_pct, "ours": ours_pct, "diff": ours_pct - paper_pct, "ours_std": math.nan,
-                         "ours_count": math.nan, "fid_flagged": False, "unit": "%", "note": ""})
+                         "ours_count": math.nan, "fid_flagged": False, "unit": "%", "note": "",
+                         "ours_lo": math.nan, "ours_hi": math.nan, "_key": None})
     imp = pd.DataFrame.from_records(rows, columns=tidy.columns)
     both = pd.concat([tidy, imp], ignore_index=True)
     order = {m: i for i, m in enumerate(dict.fromkeys(values["method"]))}
@@ -346,7 +417,11 @@ def _cells(tidy: pd.DataFrame, spec: TableSpec, *, bold: str | None) -> pd.DataF
             paper = "—"
         ours = _fmt(r["ours"], dec)
         if ours:
+            lo, hi = r.get("ours_lo", math.nan), r.get("ours_hi", math.nan)
+            if r["row"] == "value" and pd.notna(lo) and pd.notna(hi):
+                ours += f" [{lo:.{dec}f}, {hi:.{dec}f}]"
             ours += pct + ("†" if r["fid_flagged"] else "")
+            ours += {"better": "▲", "worse": "▼"}.get(r.get("sig", "") or "", "")
         diff = _fmt(r["diff"], dec)
         if diff and not diff.startswith("-"):
             diff = "+" + diff
@@ -416,12 +491,22 @@ def _ordered_columns(long: pd.DataFrame, columns: list[str]) -> pd.MultiIndex:
 def _caption(pt: PaperTable) -> str:
     spec = pt.spec
     base = spec.caption or f"{spec.paper.upper()} Table {spec.table}: published (paper) vs reproduced (ours)"
-    parts = [base + ".", "diff = ours − paper, in the paper's units.", BOLD_RULE]
+    parts = [base + ".", "diff = ours − paper, in the paper's units."]
+    t = pt.tidy
+    if t["ours_lo"].notna().any():
+        n = sorted({int(c) for c in t.loc[t["ours_lo"].notna(), "ours_count"].dropna()})
+        parts.append("Ours: mean [bootstrap CI of the mean, evaluation.bootstrap] over n = " + ", ".join(map(str, n)) + " images per cell.")
+    if (t["sig"] != "").any() or t["p_holm"].notna().any():
+        parts.append(f"▲/▼: significantly better/worse than our {t['reference'].iloc[0]} on the same pairs "
+                     "(two-sided Wilcoxon signed-rank, Holm over this table's comparisons, alpha 0.05).")
+        parts.append("Bold: best published value per column; among ours, the best mean and every method not "
+                     "significantly worse than it (Wilcoxon against the top, Holm within the column).")
+    else:
+        parts.append(BOLD_RULE)
     if spec.kind == "ablation":
         parts.append(f"Improvement vs {spec.baseline}: PSNR/SSIM relative gain, L1 relative reduction, in %.")
     if pt.tidy["fid_flagged"].any():
         parts.append(FID_FOOTNOTE)
-    t = pt.tidy
     if (t["paper"].isna() & (t["row"] == "value") & t["method"].isin(_paper_methods(spec))).any():
         parts.append(MISSING_FOOTNOTE)
     return " ".join(parts)
@@ -446,8 +531,12 @@ _LATEX_SPECIAL = re.compile(r"([&%$#_{}])")
 def _tex(text) -> str:
     text = str(text)
     if text.startswith(r"\textbf{") or "$" in text:
-        return text.replace("%", r"\%").replace("†", r"$^\dagger$")
-    return _LATEX_SPECIAL.sub(r"\\\1", text).replace("~", r"\textasciitilde{}").replace("†", r"$^\dagger$").replace("−", "-")
+        return _tex_marks(text.replace("%", r"\%").replace("†", r"$^\dagger$"))
+    return _tex_marks(_LATEX_SPECIAL.sub(r"\\\1", text).replace("~", r"\textasciitilde{}").replace("†", r"$^\dagger$").replace("−", "-"))
+
+
+def _tex_marks(text: str) -> str:  # ▲/▼ need amssymb
+    return text.replace("▲", r"$^{\blacktriangle}$").replace("▼", r"$^{\blacktriangledown}$")
 
 
 def to_latex(pt: PaperTable) -> str:
@@ -467,7 +556,7 @@ def to_latex(pt: PaperTable) -> str:
                          column_format="l" * wide.index.nlevels + "r" * wide.shape[1])
     label = "tab:" + re.sub(r"[^A-Za-z0-9]+", "-", f"{pt.spec.paper}-{pt.spec.table}-{pt.spec.name}")
     caption = _tex(_caption(pt))
-    return ("% needs \\usepackage{booktabs,multirow,graphicx}\n\\begin{table}[t]\n\\centering\n\\small\n" + f"\\caption{{{caption}}}\n\\label{{{label}}}\n"
+    return ("% needs \\usepackage{booktabs,multirow,graphicx,amssymb}\n\\begin{table}[t]\n\\centering\n\\small\n" + f"\\caption{{{caption}}}\n\\label{{{label}}}\n"
             + "\\resizebox{\\textwidth}{!}{%\n" + body + "}\n\\end{table}\n")
 
 
@@ -485,11 +574,18 @@ def write_paper_table(pt: PaperTable, out_dir: str | Path, stem: str | None = No
 
 
 # ---------------------------------------------------------------- metric definitions
-def metric_definitions(fid_status: tuple[bool, str] | None = None) -> str:
-    """The paragraph that defines every reported metric (for the report)."""
+def metric_definitions(fid_status: tuple[bool, str] | None = None, *, quantize: str = "uint8", ci: str | None = None,
+                       alpha: float = 0.05, lpips_status: tuple[bool, str] | None = None) -> str:
+    """The paragraph that defines every reported metric and the statistics (for the report).
+    ``ci``: the bootstrap settings in words (``BootstrapSettings.describe()``)."""
+    protocol = ("rounded to 8 bits per channel before scoring (`evaluation.quantize: uint8`), exactly the PNG a saved "
+                "result holds: the papers' and LaMa's protocol of scoring saved 8-bit images"
+                if quantize == "uint8" else
+                "scored as float, not rounded to 8 bits (`evaluation.quantize: none`; the papers score saved 8-bit PNGs, "
+                "so means can differ from theirs in the last digits)")
     text = (
         "**Metrics.** Every metric scores the composite `out = pred * mask + image * (1 - mask)` "
-        "(mask 1 = hole), with images as float RGB in [0, 1] at the evaluated resolution. "
+        f"(mask 1 = hole), with images as float RGB in [0, 1] at the evaluated resolution, {protocol}. "
         "**PSNR** = 10 log10(1 / MSE) over all pixels and channels (data range 1). "
         "**SSIM** (Wang et al. 2004) with an 11x11 Gaussian window of sigma 1.5, data range 1, "
         "K1 = 0.01, K2 = 0.03, population (not sample) covariances, mean over the valid (un-padded) region, per channel and "
@@ -498,14 +594,35 @@ def metric_definitions(fid_status: tuple[bool, str] | None = None) -> str:
         "**L1** is the mean absolute error over the full image, all channels (the papers' "
         "\"L1 error\" / \"MAE\"; SAHN prints it in units of 1e-1, and the SAHN tables here are "
         "converted to those units); **L1 (hole)** is the mean absolute error over hole pixels only. "
+        "**LPIPS** (Zhang et al. 2018) via the `lpips` package (v0.1 linear layers shipped with it, ImageNet "
+        "AlexNet backbone from the torchvision cache), inputs scaled to [-1, 1]; lower is better. "
         "**FID** (Heusel et al. 2017) is the Fréchet distance between Gaussians fitted to the "
         "2048-d pool3 features of pytorch-fid's Inception network (TensorFlow FID weights, "
         "images resized bilinearly to 299x299) of the ground-truth and the composited images of a "
         "bucket; with fewer than 2048 images per set the covariance is not full rank and the value "
         "is flagged (†): it is biased upward and not comparable with published FID. "
-        "Mask-ratio buckets are intervals of the hole fraction of the binarised mask."
+        "**KID** (Bińkowski et al. 2018), from the same features: the unbiased squared MMD with the kernel "
+        "(x·y/2048 + 1)^3, averaged over 100 random subsets of min(1000, n) images per set (one full-set estimate "
+        "when n ≤ 1000); unbiased, so meaningful for the small buckets where FID is flagged. "
+        "Mask-ratio buckets are intervals of the hole fraction of the binarised mask; n, the number of images of a "
+        "bucket, is in every table's column header. "
+        f"**Uncertainty.** Each mean is shown as `mean [lo, hi]`, the {ci or 'bootstrap'} confidence interval of the "
+        "mean over the bucket's images (the images are resampled with replacement; BCa = bias-corrected and "
+        "accelerated, jackknife acceleration). FID and KID intervals resample the pairs of the two saved Inception "
+        "feature sets (the same pairs on both sides); the FID interval is shifted by the bootstrap bias estimate "
+        "because a resample holds fewer distinct images. "
+        "**Paired tests.** Scores on the same pairs are paired: each experiment names a reference method, and "
+        "every other method is compared with it on the same pairs by the mean paired difference (with its bootstrap "
+        "CI) and the two-sided Wilcoxon signed-rank test (zero differences dropped; exact for n ≤ 50 without ties). "
+        f"The p-values are Holm-corrected over all comparisons of a table (family-wise error {alpha}); ▲/▼ mark a "
+        "method significantly better/worse than the reference. **Best** in a column is a set, not one number: the "
+        "method with the best mean and every method not significantly worse than it (Wilcoxon against the top "
+        "method, Holm within the column), bold in Markdown and LaTeX; FID and KID have no per-image pairs, so their "
+        "bold is the best value alone."
     )
     if fid_status is not None:
         available, reason = fid_status
         text += " " + (reason if reason else ("FID computed." if available else "FID not computed."))
+    if lpips_status is not None:
+        text += " " + (lpips_status[1] or ("LPIPS computed." if lpips_status[0] else "LPIPS not computed."))
     return text
