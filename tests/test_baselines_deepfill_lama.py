@@ -277,8 +277,10 @@ def test_log_keys():
 # ------------------------------------------------------------------------ parameter counts
 
 @pytest.mark.parametrize("arch,args,gen_count,disc_count", [
-    ("deepfill_v2", deepfill_v2.SMALL_ARGS, 115_572, 93_752),
-    ("deepfill_v2", deepfill_v2.PUBLISHED_ARGS, 4_054_332, 5_946_816),
+    # DeepFill v2 as the released code: coarse input [x, 1, mask] (5 ch), refinement input x (3 ch),
+    # plain-conv output layers: 4,054,332 + 1,200 − 2·1,200 − 2·327 = 4,052,478 at published size
+    ("deepfill_v2", deepfill_v2.SMALL_ARGS, 115_258, 93_752),
+    ("deepfill_v2", deepfill_v2.PUBLISHED_ARGS, 4_052_478, 5_946_816),
     ("lama_fourier", lama.SMALL_ARGS, 177_587, 44_649),
     ("lama_fourier", lama.PUBLISHED_ARGS, 27_048_835, 6_960_961),
 ])

@@ -25,8 +25,12 @@ Choices where the paper is silent:
 * the network works in [-1, 1] (input ``2x − 1``, holes set to 0, tanh outputs, as in the
   released code); predictions are mapped back to [0, 1], the project convention, and the ℓ1
   terms are computed in [0, 1] (half the [-1, 1] value, hence weight 2, see above);
-* input channels are the masked image and the mask (4); the optional user-sketch channel of
-  the paper is not used by this benchmark;
+* stage inputs as the released code (JiahuiYu/generative_inpainting inpaint_model.py
+  build_inpaint_net): the coarse network sees [x, 1, mask] (5 channels: the masked image, a
+  constant channel of ones, the mask), the refinement network only the composite x (3 channels);
+  the optional user-sketch channel of the paper is not used by this benchmark;
+* each stage's output layer is a plain convolution (the released gen_conv returns before
+  gating when it has 3 outputs), then tanh;
 * the discriminator scores the composite ``pred·mask + image·(1 − mask)``, the image the
   generator delivers, as in the released code.
 """
@@ -61,7 +65,7 @@ def _decoder(cin: int, c: int) -> nn.Sequential:
         GatedConv2d(cin, 4 * c, 3), GatedConv2d(4 * c, 4 * c, 3),
         GatedUpConv2d(4 * c, 2 * c), GatedConv2d(2 * c, 2 * c, 3),
         GatedUpConv2d(2 * c, c), GatedConv2d(c, max(1, c // 2), 3),
-        GatedConv2d(max(1, c // 2), 3, 3, activation="none"),
+        nn.Conv2d(max(1, c // 2), 3, 3, padding=1),   # plain conv output (released code)
     )
 
 
@@ -115,9 +119,9 @@ class DeepFillV2(InpaintModel):
         unknown = set(loss_weights or {}) - set(DEFAULT_WEIGHTS)
         if unknown:
             raise TypeError(f"unknown deepfill_v2 loss weights {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
-        self.coarse = CoarseNetwork(4, width)
+        self.coarse = CoarseNetwork(5, width)      # [x, ones, mask]
         attention = ContextualAttention(ksize=3, rate=attention_rate, fuse_k=fuse_k, softmax_scale=softmax_scale)
-        self.refine = RefinementNetwork(4, width, attention)
+        self.refine = RefinementNetwork(3, width, attention)   # x only
         self.discriminator = SNPatchGAN(in_channels=4, base=disc_width, n_layers=disc_layers)
         self.weights = {**DEFAULT_WEIGHTS, **(loss_weights or {})}
 
@@ -130,9 +134,9 @@ class DeepFillV2(InpaintModel):
     def stages(self, image_in: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(coarse, refined) outputs in [0, 1]."""
         x = (image_in * 2 - 1) * (1 - mask)
-        coarse = self.coarse(torch.cat([x, mask], dim=1))
+        coarse = self.coarse(torch.cat([x, torch.ones_like(mask), mask], dim=1))
         x2 = coarse * mask + x * (1 - mask)  # the coarse result fills the hole (Fig. 3)
-        refined = self.refine(torch.cat([x2, mask], dim=1), mask)
+        refined = self.refine(x2, mask)
         return (coarse + 1) / 2, (refined + 1) / 2
 
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,10 @@ Steps, each named as in the paper:
 
 1. *Match* (Eq. 1): extract k×k patches of the background b (here: the whole feature map; a patch
    counts as background only if it lies entirely in the known region) and of the foreground f,
-   and score every pair by cosine similarity
-       s_{x,y,x',y'} = < f_{x,y} / ||f_{x,y}||,  b_{x',y'} / ||b_{x',y'}|| >.
+   and score every pair by the similarity of the released code (JiahuiYu/generative_inpainting
+   inpaint_ops.py contextual_attention: conv2d of the raw foreground with normalised patches)
+       s_{x,y,x',y'} = < f_{x,y},  b_{x',y'} / max(||b_{x',y'}||, 1e-4) >
+   (the paper's Eq. 1 writes the cosine, normalising f_{x,y} too).
    The paper implements this as a convolution of f with the normalised background patches; a
    batched matrix product of unfolded patches is the same sum and keeps every sample separate.
 2. *Attention propagation*: the score map is convolved with an identity matrix of size k_fuse,
@@ -26,8 +28,9 @@ per sample, so a batch gives the same result as its samples processed one by one
 (tests/test_baselines_deepfill_lama.py checks this).
 
 Choices where the paper is silent (stated beside the code as well):
-* the foreground patches are normalised too (the paper's equation; the released code only
-  normalises the background, which changes the effective softmax temperature);
+* only the background patches are normalised, as the released code does (the paper's Eq. 1
+  normalises both; the released weights were trained with the code's version, whose foreground
+  norm acts as a per-query softmax temperature);
 * the features are downsampled by average pooling and the mask by max pooling (a cell with any
   hole pixel counts as hole, so a "known" patch never contains generated content);
 * reconstruction divides by the actual number of overlapping patches at each pixel (the code
@@ -90,8 +93,8 @@ class ContextualAttention(nn.Module):
         hole_d = F.adaptive_max_pool2d(mask.to(bg.dtype), (hd, wd))
 
         # step 1: cosine similarity of every fg patch with every bg patch, per sample
-        fg_p = F.normalize(F.unfold(fg_d, k, padding=k // 2), dim=1, eps=1e-4)  # (n, C·k·k, L)
-        bg_p = fg_p if bg is fg else F.normalize(F.unfold(bg_d, k, padding=k // 2), dim=1, eps=1e-4)
+        fg_p = F.unfold(fg_d, k, padding=k // 2)  # (n, C·k·k, L), raw (released code)
+        bg_p = F.normalize(fg_p if bg is fg else F.unfold(bg_d, k, padding=k // 2), dim=1, eps=1e-4)
         scores = torch.bmm(bg_p.transpose(1, 2), fg_p)  # (n, L_bg, L_fg)
         # a background patch is usable only if it contains no hole pixel (this sample's mask)
         valid = F.unfold(hole_d, k, padding=k // 2).amax(dim=1) == 0  # (n, L_bg)

@@ -5,7 +5,8 @@
   64-128-256-256-256-256 at published size; input image + mask (+ sketch, unused here) as
   channels. Every element of the output h×w×c feature map is a GAN score on one patch, so the
   hinge loss is applied to all of them directly (no fully connected layer).
-  Choice: the last layer is linear (no leaky ReLU) since its outputs are the scores.
+  As the released code (JiahuiYu/generative_inpainting, inpaint_model.py build_sn_patch_gan_
+  discriminator: every dis_conv has a leaky ReLU), the last layer is followed by a leaky ReLU too.
   Hinge losses (Sec. 3.2):  L_D = E[ReLU(1 − D(x))] + E[ReLU(1 + D(G(z)))],  L_G = −E[D(G(z))].
 
 * `NLayerPatchDiscriminator` — LaMa (Suvorov et al. 2022) Sec. 3.2: "we use a discriminator that
@@ -32,9 +33,7 @@ class SNPatchGAN(nn.Module):
         layers: list[nn.Module] = []
         cin = in_channels
         for i, cout in enumerate(widths):
-            layers.append(spectral_norm(nn.Conv2d(cin, cout, 5, stride=2, padding=2)))
-            if i < n_layers - 1:
-                layers.append(nn.LeakyReLU(0.2))
+            layers += [spectral_norm(nn.Conv2d(cin, cout, 5, stride=2, padding=2)), nn.LeakyReLU(0.2)]
             cin = cout
         self.net = nn.Sequential(*layers)
 
