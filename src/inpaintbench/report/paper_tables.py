@@ -308,12 +308,14 @@ def _pair_lookup(paired: pd.DataFrame) -> dict:
 
 def _significance(tidy: pd.DataFrame, paired: pd.DataFrame, ref: str | None, alpha: float) -> None:
     """▲/▼ against ``ref`` (Holm over the table) and our best set per column, in place."""
+    from ..metrics.stats import holm
     from .tables import best_set
 
     look = _pair_lookup(paired)
     values = tidy[(tidy["row"] == "value") & tidy["model"].astype(bool) & tidy["ours"].notna()]
     if ref:
-        ref_key = {(r.metric, r.dataset, r.bucket): r._key for r in values[values["model"] == ref].itertuples()}
+        rv = values[values["model"] == ref]
+        ref_key = dict(zip(zip(rv["metric"], rv["dataset"], rv["bucket"]), rv["_key"]))
         family = []
         for i, r in values[values["model"] != ref].iterrows():
             k = ref_key.get((r["metric"], r["dataset"], r["bucket"]))
