@@ -44,9 +44,11 @@ upsampled (nearest, like Keras' UpSampling2D) to the skip's size, so inputs whos
 multiple of 128 work (at 64 px the deepest levels are 1×1); the official decoder at 1/4 of stages
 2-3 takes its mask from the encoder's 1/8 level instead of the decoder's (we follow the code).
 
-Sizes: published (`base` 64): 28,728,835 parameters. CCSA's Table 3 lists 110 for PSR — which
-matches 28.7 M float32 weights in MiB (28.73e6 · 4 / 2^20 = 109.6), as RFR's 119 matches its
-31.2 M; the table's "params" column reads as MiB. Small default for the built-in run: `base` 4.
+Sizes: published (`base` 64): 28,825,123 parameters (the official layers' trainable weights;
+BN running statistics, which Keras' count_params adds, are buffers here). CCSA's Table 3 lists
+"110" for PSR — which is 28.8 M float32 weights in MiB (28,825,123 · 4 / 2^20 = 109.96), as RFR's
+"119" is its 31,224,100 in MiB (119.1): for these two the column reads as MiB of weights (e.g.
+checkpoint size), while CCSA's own "100" matches its 99,989,877 parameters (ccsa-res1att1-pub). Small default for the built-in run: `base` 4 (114,446 parameters).
 """
 from __future__ import annotations
 
