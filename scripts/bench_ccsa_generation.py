@@ -64,11 +64,13 @@ def bench_generation(batch: int, side: int, channels: int, device: str, repeats:
         fast = median_ms(lambda: A.sca_generate(feat, hole, match, dmax), repeats, device)
         loop = median_ms(lambda: A.sca_generate_loop(feat, hole, match, dmax), max(3, repeats // 4), device)
     order, _ = A.hole_order(hole)
-    seq_match = match.gather(1, order.unsqueeze(-1).expand(-1, -1, channels)).requires_grad_()
+    index = order.unsqueeze(-1).expand(-1, -1, channels)
+    seq_query = feat.gather(1, index).requires_grad_()
+    seq_match = match.gather(1, index).requires_grad_()
     seq_dmax = dmax.gather(1, order).requires_grad_()
 
     def fwd_bwd(fn):
-        return lambda: fn(seq_match, seq_dmax).sum().backward()
+        return lambda: fn(seq_query, seq_match, seq_dmax).sum().backward()
 
     custom = median_ms(fwd_bwd(A.generate_sequence), repeats, device)
     autograd = median_ms(fwd_bwd(A.generate_sequence_autograd), repeats, device)

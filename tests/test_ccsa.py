@@ -81,17 +81,38 @@ def test_generation_first_patch_is_its_context_match():
         assert torch.equal(out[b, first], match[b, first])
 
 
+def test_eq1_dad_compares_the_hole_patch_with_the_previous_one():
+    """Eq. 1: Dad_i = cos(m_i, m_{i-1}) with m_i the hole patch itself, not its match m'_i.
+
+    Two known vectors (1,0), (0,1); two hole vectors (1,0.1) -> match (1,0) and (0.1,1) ->
+    match (0,1). m_1 = m'_1 = (1,0). For the second hole patch, Dad = cos((0.1,1),(1,0)) =
+    0.1/sqrt(1.01) and Dmax = cos((0.1,1),(0,1)) = 1/sqrt(1.01): w = 1/11 and m_2 = (1/11, 10/11).
+    Comparing the match (0,1) with m_1 instead gives Dad = 0 and m_2 = (0,1)."""
+    feats = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.1, 1.0]]], dtype=torch.float64)
+    hole = torch.tensor([[0.0, 0.0, 1.0, 1.0]], dtype=torch.float64)
+    match, dmax = A.sca_search(feats, hole)
+    assert torch.equal(match[0, 2:], feats[0, :2])
+    expected = torch.tensor([[1.0, 0.0], [1 / 11, 10 / 11]], dtype=torch.float64)
+    for out in (A.sca_generate(feats, hole, match, dmax), A.sca_generate_loop(feats, hole, match, dmax)):
+        assert_close(out[0, 2:], expected, rtol=1e-6, atol=1e-7)
+        assert torch.equal(out[0, :2], feats[0, :2])
+    layer_out = A.SemanticCoherentAttention()(feats.transpose(1, 2).reshape(1, 2, 2, 2), hole.reshape(1, 1, 2, 2))
+    assert_close(layer_out.flatten(2).transpose(1, 2)[0, 2:], expected, rtol=1e-6, atol=1e-7)
+
+
 def test_generation_gradients_gradcheck_float64():
     g = torch.Generator().manual_seed(3)
+    query = (torch.rand(2, 6, 3, generator=g, dtype=torch.float64) + 0.1).requires_grad_()
     match = (torch.rand(2, 6, 3, generator=g, dtype=torch.float64) + 0.1).requires_grad_()
     dmax = (torch.rand(2, 6, generator=g, dtype=torch.float64) + 0.05).requires_grad_()
-    assert torch.autograd.gradcheck(A.generate_sequence, (match, dmax))
+    assert torch.autograd.gradcheck(A.generate_sequence, (query, match, dmax))
     # the hand-written backward agrees with autograd through the plain recursion
     w = torch.randn(2, 6, 3, generator=g, dtype=torch.float64)
-    fast = torch.autograd.grad((A.generate_sequence(match, dmax) * w).sum(), (match, dmax))
-    ref = torch.autograd.grad((A.generate_sequence_autograd(match, dmax) * w).sum(), (match, dmax))
+    fast = torch.autograd.grad((A.generate_sequence(query, match, dmax) * w).sum(), (query, match, dmax))
+    ref = torch.autograd.grad((A.generate_sequence_autograd(query, match, dmax) * w).sum(), (query, match, dmax))
     for a, b in zip(fast, ref):
         assert_close(a, b)
+    assert fast[0].abs().sum() > 0  # the hole patches themselves get gradient through Dad
 
 
 def test_sca_layer_gradcheck_float64():
