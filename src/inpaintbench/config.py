@@ -250,6 +250,12 @@ class Params:
                 if m not in raw["models"]:
                     raise InpaintBenchError(
                         f"{src}: {where}.models[{i}]: unknown model {m!r}; known: {', '.join(raw['models'])}")
+            for i, m in enumerate(exp.get("released", [])):
+                if "weights" not in raw["models"].get(m, {}):
+                    released = [k for k, v in raw["models"].items() if "weights" in v]
+                    raise InpaintBenchError(
+                        f"{src}: {where}.released[{i}]: {m!r} is not a model with released weights; "
+                        f"known: {', '.join(released) or 'none'}")
             if exp["masks"] not in raw.get("masks", {}):
                 raise InpaintBenchError(
                     f"{src}: {where}.masks: unknown mask set {exp['masks']!r}; known: {', '.join(raw.get('masks', {}))}")
@@ -320,7 +326,16 @@ class Params:
         return block[name]
 
     def experiment(self, name: str) -> dict:
-        return self._lookup("experiments", name, "experiment")
+        exp = self._lookup("experiments", name, "experiment")
+        released = exp.get("released")
+        if released:
+            # released checkpoints (models/released.py) are scored when their files are present
+            from .models.released import present
+
+            extra = [m for m in released if m not in exp["models"] and present(self.model(m))]
+            if extra:
+                exp = {**exp, "models": [*exp["models"], *extra]}
+        return exp
 
     def dataset(self, name: str) -> dict:
         return self._lookup("datasets", name, "dataset")
@@ -362,7 +377,10 @@ class Params:
     def is_learned(self, model: str) -> bool:
         from .models import registry
 
-        return registry.is_learned(self.model(model)["arch"])
+        spec = self.model(model)
+        if "weights" in spec:  # released weights (models/released.py): evaluated, never trained
+            return False
+        return registry.is_learned(spec["arch"])
 
     def buckets(self, experiment: str) -> list[Bucket]:
         return [Bucket.parse(b) for b in self.experiment(experiment)["buckets"]]

@@ -52,9 +52,13 @@ def quantize(image: np.ndarray, mode: str = "uint8") -> np.ndarray:
 
 def load_pairs(pairs_csv: str | Path, size: int, limit: int | None = None) -> list[dict]:
     """Rows of a pair file with the image (HxWx3) and mask (HxW, 1 = hole) arrays attached."""
+    from .integrity import verify_sha256
+
     rows = read_csv(pairs_csv)[:limit]
     out = []
     for r in rows:
+        # the prepared image must still be the one its manifest promises (hashed once per process)
+        verify_sha256(r["image_path"], r.get("image_sha256", ""), f"the manifest (via {pairs_csv})")
         image = load_image(r["image_path"])
         if image.shape[:2] != (size, size):
             raise InpaintBenchError(f"image {r['image_path']} is {image.shape[1]}x{image.shape[0]}, expected {size}x{size}; re-run prepare")
@@ -95,6 +99,10 @@ def load_method(params, experiment: str, train: str, model_name: str, device: st
 
     spec = params.model(model_name)
     size = params.experiment(experiment)["size"]
+    if "weights" in spec:  # released checkpoint of the official code (models/released.py)
+        from .models.released import build_released
+
+        return build_released(model_name, spec, device, size)
     if not registry.is_learned(spec["arch"]):
         return registry.build(spec["arch"], spec.get("args"), spec.get("loss"), BuildContext(image_size=size))
     state = load_ckpt(paths.checkpoint(experiment, train, model_name), map_location=device)
