@@ -74,6 +74,13 @@ def python_env(env: dict) -> dict:
     return env
 
 
+def copy_dvc_settings(dest: Path) -> None:
+    """After `dvc init` in `dest`: the project's .dvc/config (cache links, offline plots page) and
+    its plot templates (.dvc/plots)."""
+    shutil.copy(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
+    shutil.copytree(ROOT / ".dvc" / "plots", dest / ".dvc" / "plots", dirs_exist_ok=True)
+
+
 def copy_workflow(dest: Path) -> None:
     """Copy the files a workflow run needs (Snakefile, rules, dvc.yaml) into `dest`."""
     shutil.copy(ROOT / "Snakefile", dest / "Snakefile")

@@ -33,7 +33,7 @@ rule report:
             labels={"experiment": "{experiment}", "table": "{name}"},
         ),
     params:
-        spec=lambda w: PARAMS.section_hash("perceptual", "teacher", "fid", extra=[PARAMS.experiment(w.experiment), {m: PARAMS.model(m).get("label") for m in PARAMS.experiment(w.experiment)["models"]}]),
+        spec=lambda w: PARAMS.section_hash("perceptual", "teacher", "fid", "lpips", "evaluation", extra=[PARAMS.experiment(w.experiment), {m: PARAMS.model(m).get("label") for m in PARAMS.experiment(w.experiment)["models"]}]),
     log:
         "logs/report/{experiment}.log",
     conda:
@@ -49,6 +49,7 @@ rule index:
         html="reports/index.html",
         metrics="reports/metrics.json",
         plots=directory("reports/plots"),
+        plots_template="reports/dvc_plots_offline.html",
     params:
         experiments=EXPERIMENTS,
     log:

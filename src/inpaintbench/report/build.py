@@ -274,33 +274,62 @@ def build_index(params, experiments: list[str]) -> Path:
 
 
 def _dvc_metrics_and_plots(params, experiments: list[str]) -> None:
-    """reports/metrics.json (each method's mean over all buckets, per experiment and dataset) and
-    reports/plots/<curve>/<experiment>__<train>__<model>.csv, for `dvc metrics show` / `dvc plots show`."""
+    """What DVC shows: reports/metrics.json for `dvc metrics show` (per experiment and method, the
+    "all"-bucket PSNR/SSIM/L1 on the experiment's first evaluation dataset: a few columns, not the
+    whole table, which is each experiment's table.csv), reports/plots/<curve>/<experiment>.csv for
+    `dvc plots show` (one row per model and epoch, so the `by_model` template draws all models of an
+    experiment in one chart), and reports/dvc_plots_offline.html, the page template with Vega
+    inlined that .dvc/config names (the default template loads Vega from a CDN)."""
     import shutil
 
     metrics: dict = {}
     for e in experiments:
+        exp = params.experiment(e)
+        main_ds = exp["runs"][0]["eval"][0]
+        labels = _labels(params, exp["models"])
         summary = pd.read_csv(paths.summary_csv(e))
-        for r in summary[summary["bucket"] == "all"].itertuples():
-            cell = metrics.setdefault(e, {}).setdefault(r.dataset, {}).setdefault(r.model, {})
-            cell[r.metric] = round(float(r.mean), 6)
-            for bound in ("lo", "hi"):  # the bootstrap CI bounds (report.aggregate)
-                if pd.notna(getattr(r, bound, float("nan"))):
-                    cell[f"{r.metric}_{bound}"] = round(float(getattr(r, bound)), 6)
+        sel = summary[(summary["bucket"] == "all") & (summary["dataset"] == main_ds) & summary["metric"].isin(HEADLINE)]
+        for r in sel.itertuples():
+            metrics.setdefault(e, {}).setdefault(labels.get(r.model, r.model), {})[r.metric] = round(float(r.mean), 4)
     write_json(paths.REPORTS / "metrics.json", metrics)
     plot_dir = paths.REPORTS / "plots"
     if plot_dir.exists():
         shutil.rmtree(plot_dir)
     for e in experiments:
         exp = params.experiment(e)
+        labels = _labels(params, exp["models"])
+        frames = []
         for run in exp["runs"]:
             for m in exp["models"]:
                 f = paths.run_dir(e, run["train"], m) / "epochs.csv"
                 if not params.is_learned(m) or not f.exists():
                     continue
-                ep = pd.read_csv(f)
-                for col in ("val_psnr", "val_ssim", "val_l1"):
-                    write_text(plot_dir / col / f"{e}__{run['train']}__{m}.csv", ep[["epoch", col]].to_csv(index=False))
+                name = labels[m] if len(exp["runs"]) == 1 else f"{labels[m]} (trained on {run['train']})"
+                frames.append(pd.read_csv(f).assign(model=name, train=run["train"]))
+        if not frames:
+            continue
+        curves = pd.concat(frames, ignore_index=True)
+        for col in ("val_psnr", "val_ssim", "val_l1"):
+            if col in curves:
+                write_text(plot_dir / col / f"{e}.csv", curves[["model", "train", "epoch", col]].to_csv(index=False))
+    write_text(paths.REPORTS / "dvc_plots_offline.html", offline_plots_template())
+
+
+HEADLINE = ("psnr", "ssim", "l1")
+
+
+def offline_plots_template() -> str:
+    """An HTML page template for `dvc plots show` with vega, vega-lite and vega-embed inlined from
+    the copies Snakemake ships (its report uses them offline), instead of DVC's CDN script tags.
+    It has no {scripts} placeholder, so DVC's CDN tags are left out."""
+    from importlib.resources import files
+
+    assets = files("snakemake.assets") / "data"
+    scripts = "\n".join(f"<script>{(assets / lib / f'{lib}.js').read_text(encoding='utf-8')}</script>"
+                        for lib in ("vega", "vega-lite", "vega-embed"))
+    return ("<!DOCTYPE html>\n<html>\n<head>\n<meta charset='utf-8'>\n<title>inpaintbench: DVC plots</title>\n"
+            f"{scripts}\n<style>body{{font-family:system-ui,sans-serif}}table{{border-spacing:15px}}</style>\n"
+            "</head>\n<body>\n<h1>Validation curves per experiment (one line per model)</h1>\n{plot_divs}\n</body>\n</html>\n")
 
 
 def _md_inline(text: str) -> str:

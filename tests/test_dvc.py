@@ -1,0 +1,103 @@
+"""DVC as a user meets it: `dvc exp run --dry` on a fresh clone, one chart per curve overlaying the
+models, an offline `dvc plots show` page, a few headline metrics."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, copy_dvc_settings, copy_workflow, python_env, tiny_params, write_params
+from inpaintbench import paths
+from inpaintbench.config import load_params
+from inpaintbench.report.build import _dvc_metrics_and_plots
+
+BIN = Path(sys.executable).parent
+
+
+def _run(cmd, cwd, ok=True):
+    env = python_env({**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"})
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if ok:
+        assert out.returncode == 0, f"{' '.join(map(str, cmd))}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def _repo(folder: Path) -> None:
+    _run(["git", "init", "-q"], folder)
+    _run(["git", "config", "user.email", "t@example.com"], folder)
+    _run(["git", "config", "user.name", "t"], folder)
+    _run([BIN / "dvc", "init", "-q"], folder)
+    copy_dvc_settings(folder)
+
+
+def test_exp_run_dry_works_on_a_fresh_clone(tmp_path):
+    # nothing has run: data/, runs/, results/ do not exist (as in the temporary copy `--dry` uses)
+    copy_workflow(tmp_path)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(ROOT / ".gitignore", tmp_path / ".gitignore")
+    _repo(tmp_path)
+    _run(["git", "add", "-A"], tmp_path)
+    _run(["git", "commit", "-q", "-m", "clone"], tmp_path)
+    out = _run([BIN / "dvc", "exp", "run", "--dry", "-S", "training.epochs=1"], tmp_path)
+    assert "snakemake --cores all" in out.stdout, out.stdout + out.stderr
+    assert _run(["git", "status", "--porcelain", "params.yaml"], tmp_path).stdout == ""  # dry: untouched
+
+
+LEARNED = ["pconv", "pconv-b", "pconv-c"]
+
+
+@pytest.fixture
+def curves(project):
+    """Per-epoch validation files of three learned models and a summary, as the workflow writes them."""
+    p = tiny_params(models=["copy-input", *LEARNED],
+                    extra_models={m: {"arch": "pconv_unet", "label": f"PConv {m[-1].upper()}", "args": {"base": 8, "depth": 3}}
+                                  for m in LEARNED[1:]})
+    write_params(project, p)
+    params = load_params()
+    for i, m in enumerate(LEARNED):
+        d = paths.run_dir("tiny", "photos", m)
+        d.mkdir(parents=True)
+        pd.DataFrame({"epoch": [1, 2, 3], "step": [3, 6, 9], "val_psnr": [20.0 + i, 21.0 + i, 22.0 + i],
+                      "val_ssim": [0.5, 0.6, 0.7], "val_l1": [0.1, 0.09, 0.08], "val_l1_hole": [0.3, 0.2, 0.1],
+                      "train_loss": [1.0, 0.9, 0.8]}).to_csv(d / "epochs.csv", index=False)
+    rows = [{"experiment": "tiny", "train": "photos", "dataset": ds, "model": m, "bucket": b, "metric": k,
+             "mean": 1.0 + j, "std": 0.1, "count": 3}
+            for j, m in enumerate(["copy-input", *LEARNED]) for ds in ("photos", "textures")
+            for b in ("(0.1, 0.3]", "(0.3, 0.5]", "all") for k in ("psnr", "ssim", "l1", "l1_hole")]
+    paths.summary_csv("tiny").parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(paths.summary_csv("tiny"), index=False)
+    _dvc_metrics_and_plots(params, ["tiny"])
+    return project
+
+
+def test_headline_metrics_are_few(curves):
+    metrics = json.loads((curves / "reports" / "metrics.json").read_text())
+    # per experiment and method: the "all" bucket PSNR/SSIM/L1 of the first evaluation dataset
+    assert set(metrics) == {"tiny"}
+    assert set(metrics["tiny"]) == {"copy-input", "pconv", "PConv B", "PConv C"}
+    assert all(set(v) == {"psnr", "ssim", "l1"} for v in metrics["tiny"].values())
+
+
+def test_plots_overlay_every_model_in_one_chart_per_curve_offline(curves):
+    shutil.copy(ROOT / "dvc.yaml", curves / "dvc.yaml")
+    _repo(curves)
+    out = _run([BIN / "dvc", "plots", "show", "--json"], curves)
+    shown = json.loads(out.stdout)["data"]
+    charts = {k: v for k, v in shown.items() if k.startswith("reports/plots/")}
+    assert set(charts) == {f"reports/plots/{c}/tiny.csv" for c in ("val_psnr", "val_ssim", "val_l1")}, list(shown)
+    for name, chart in charts.items():
+        (spec,) = chart
+        content = spec["content"]
+        assert content["encoding"]["color"]["field"] == "model"
+        assert content["encoding"]["x"]["axis"]["tickMinStep"] == 1  # whole epochs
+        assert "(" in content["encoding"]["y"]["title"] or "SSIM" in content["encoding"]["y"]["title"]  # units
+        rows = content["data"]["values"]
+        assert {r["model"] for r in rows} == {"pconv", "PConv B", "PConv C"}, name
+    _run([BIN / "dvc", "plots", "show", "-o", "dvc_plots"], curves)
+    page = (curves / "dvc_plots" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "<script src" not in page  # Vega inlined: renders offline
+    assert "vegaEmbed" in page and "PConv B" in page
