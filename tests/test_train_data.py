@@ -117,3 +117,39 @@ def test_default_workers(monkeypatch):
     assert data.default_workers("auto", 1) == 0
     with pytest.raises(InpaintBenchError):
         data.default_workers(-1, 1)
+
+
+@pytest.fixture
+def tiny_run(project):
+    for argv in (["prepare", "photos"], ["masks", "generated", "--size", "32"], ["pairs", "tiny", "photos", "--split", "val"]):
+        assert main(argv) == 0
+    return project
+
+
+def test_channels_last_trains_on_cpu(tiny_run):
+    p = load_params()
+    p.raw["training"].update(channels_last=True, compile=False, num_workers=1)
+    final = train_job(p, "tiny", "photos", "pconv", track=False, progress=False)
+    hist = pd.read_csv(paths.run_dir("tiny", "photos", "pconv") / "history.csv")
+    assert final.exists() and list(hist["step"]) == list(range(1, 7)) and np.isfinite(hist["loss"]).all()
+    p.raw["training"]["channels_last"] = "sideways"
+    with pytest.raises(InpaintBenchError, match="true, false or 'cuda'"):
+        train_job(p, "tiny", "photos", "pconv", track=False, progress=False)
+
+
+def test_divergence_is_caught_at_its_step(tiny_run, monkeypatch):
+    from inpaintbench.train import trainer
+
+    calls = []
+    original = trainer.train_step
+
+    def poisoned(*args, **kwargs):
+        out, d = original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            out.total = torch.tensor(float("nan"))
+        return out, d
+
+    monkeypatch.setattr(trainer, "train_step", poisoned)
+    with pytest.raises(InpaintBenchError, match="diverged at step 2"):
+        train_job(load_params(), "tiny", "photos", "pconv", track=False, progress=False)
