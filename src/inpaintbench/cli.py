@@ -99,7 +99,7 @@ def cmd_train(args) -> None:
     from .train.trainer import train_job
 
     train_job(_params(args), args.experiment, args.train, args.model, stop_after=args.stop_after,
-              track=not args.no_mlflow)
+              track=not args.no_mlflow, restart=args.restart)
 
 
 def cmd_teacher(args) -> None:
@@ -151,6 +151,16 @@ def _log_evaluation(p, experiment: str, train: str, model: str) -> None:
     print(f"test metrics -> MLflow run {run_id} ({len(metrics)} values)")
 
 
+def cmd_inpaint(args) -> None:
+    from .inpaint import run_inpaint
+    from .train.devices import resolve_device
+
+    p = _params(args)
+    run_inpaint(p, args.model, args.image, args.mask, args.output, experiment=args.experiment, train=args.train,
+                device=resolve_device(args.device or p.device), threshold=args.threshold,
+                invert_mask=args.invert_mask, pad_to=args.pad_to, progress=sys.stderr.isatty())
+
+
 def cmd_efficiency(args) -> None:
     import torch
 
@@ -183,6 +193,8 @@ def cmd_index(args) -> None:
     from .report.build import build_index
 
     p = _params(args)
+    for name in args.experiments:
+        p.experiment(name)  # an unknown name is a clear error naming the known ones
     print(f"index -> {build_index(p, args.experiments or p.active_experiments())}")
 
 
@@ -209,7 +221,8 @@ def _params_names(argv: list[str] | None) -> dict[str, list[str]]:
     raw = raw if isinstance(raw, dict) else {}
     keys = lambda section: [str(k) for k in raw.get(section) or {}] if isinstance(raw.get(section) or {}, dict) else []
     models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
-    learned = [m for m, spec in models.items() if isinstance(spec, dict) and _learned(spec.get("arch"))]
+    learned = [m for m, spec in models.items()
+               if isinstance(spec, dict) and "weights" not in spec and _learned(spec.get("arch"))]
     return {"experiment": keys("experiments"), "dataset": keys("datasets"), "model": keys("models"),
             "learned": learned, "maskset": keys("masks"), "params": [known.params]}
 
@@ -231,6 +244,19 @@ def _positional(s, dest: str, kind: str, names: dict, what: str, **kw) -> None:
     shown = ", ".join(values) if values else f"see {names['params'][0]}"
     choices = values if values and kw.get("nargs") != "*" else None
     s.add_argument(dest, metavar=dest.upper(), choices=choices, help=f"{what}; one of: {shown}", **kw)
+
+
+def _count(minimum: int):
+    """argparse type: an integer >= minimum (e.g. --stop-after -5 is refused, not a no-op)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -256,11 +282,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_fetch)
     s = sub.add_parser("prepare", help="build a prepared dataset (images + manifest)")
     _positional(s, "dataset", "dataset", names, "a dataset of params `datasets`")
-    s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    s.add_argument("--workers", type=_count(1), default=min(4, os.cpu_count() or 1))
     s.set_defaults(fn=cmd_prepare)
     s = sub.add_parser("masks", help="generate or import a mask set at a size")
     _positional(s, "maskset", "maskset", names, "a mask set of params `masks`")
-    s.add_argument("--size", type=int, required=True, help="mask size in pixels (an experiment's `size`)")
+    s.add_argument("--size", type=_count(11), required=True, help="mask size in pixels (an experiment's `size`)")
     s.set_defaults(fn=cmd_masks)
     s = sub.add_parser("pairs", help="fix the image↔mask pairs of a dataset for an experiment")
     _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")
@@ -271,7 +297,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")
     _positional(s, "train", "dataset", names, "the training dataset (a `train` of the experiment's runs)")
     _positional(s, "model", "learned", names, "a learned model of the experiment")
-    s.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this many steps")
+    s.add_argument("--stop-after", type=_count(1), default=None, help="stop (resumably) after this many steps")
+    s.add_argument("--restart", action="store_true",
+                   help="start from step 0, discarding a last.pt left by an earlier run (needed when the "
+                        "training settings changed since)")
     s.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
     s.set_defaults(fn=cmd_train)
     s = sub.add_parser("teacher", help="train the multi-label teacher SAHN's prior mapper learns from")
@@ -284,9 +313,25 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _positional(s, "model", "model", names, "a model of the experiment")
     s.add_argument("--no-mlflow", action="store_true", help="do not add the test metrics to the model's MLflow run")
     s.set_defaults(fn=cmd_evaluate)
+    s = sub.add_parser("inpaint", help="inpaint your own image(s) with a trained, released or classical model")
+    models = names.get("model") or []
+    s.add_argument("--model", required=True, metavar="MODEL", choices=models or None,
+                   help=f"a params `models` entry; one of: {', '.join(models) or 'see ' + names['params'][0]}")
+    s.add_argument("--image", required=True, help="an image file, or a folder of images")
+    s.add_argument("--mask", required=True, help="its mask (white = hole, same size), or a folder of masks "
+                                                 "named <stem>.png or <stem>_mask.png")
+    s.add_argument("-o", "--output", required=True, help="output PNG, or a folder in folder mode")
+    s.add_argument("--experiment", default=None, help="trained models: the experiment whose checkpoint to use")
+    s.add_argument("--train", default=None, help="trained models: the training dataset of that run")
+    s.add_argument("--threshold", type=float, default=None,
+                   help="binarise a non-binary mask: pixels above this grey value (0..1) are hole")
+    s.add_argument("--invert-mask", action="store_true", help="the mask is white where the image is kept")
+    s.add_argument("--pad-to", type=_count(1), default=8, help="pad sides to a multiple of this for the network")
+    s.add_argument("--device", default=None, help="cpu, cuda, … (default: params `device`)")
+    s.set_defaults(fn=cmd_inpaint)
     s = sub.add_parser("efficiency", help="parameters and inference time of an experiment's models")
     _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")
-    s.add_argument("--threads", type=int, default=1, help="CPU threads for the timing (default 1)")
+    s.add_argument("--threads", type=_count(1), default=1, help="CPU threads for the timing (default 1)")
     s.set_defaults(fn=cmd_efficiency)
     s = sub.add_parser("aggregate", help="per-bucket summary of an experiment")
     _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")
