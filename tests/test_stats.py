@@ -57,6 +57,12 @@ def test_wilcoxon_p_equals_scipy_and_exact_permutation_on_a_tiny_case():
     rng = np.random.default_rng(3)
     d = rng.normal(0.2, 1.0, size=(4, 25))
     assert np.allclose(wilcoxon_p(d), [sps.wilcoxon(r).pvalue for r in d], rtol=0, atol=1e-12)
+    # rows with zeros and ties (take the one-by-one path) beside clean rows, n = 16 (exact) and 80
+    for n in (16, 80):
+        m = rng.normal(0.1, 1.0, size=(30, n))
+        m[::3, :4] = 0.0
+        m[1::5] = np.round(m[1::5], 1)
+        assert np.allclose(wilcoxon_p(m), [sps.wilcoxon(r).pvalue for r in m], rtol=0, atol=1e-12)
     # exact: all 2^6 sign flips of distinct |d|, statistic = sum of positive ranks
     tiny = np.array([0.3, -0.1, 0.45, 0.2, 0.6, -0.05])
     ranks = sps.rankdata(np.abs(tiny))

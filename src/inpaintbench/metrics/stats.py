@@ -96,6 +96,25 @@ def _bca(boot: np.ndarray, theta: np.ndarray, jack: np.ndarray, level: float) ->
     return lo_hi[0], lo_hi[1]
 
 
+def resample_counts(n: int, settings: BootstrapSettings = BootstrapSettings()) -> np.ndarray:
+    """B x n matrix: how often each of the n images is drawn in each resample (from the seeded
+    resample index matrix); the resampled means of a k x n matrix x are x @ counts.T / n."""
+    idx = _resample_indices(n, settings.resamples, settings.seed)
+    rows = np.repeat(np.arange(settings.resamples), n)
+    counts = np.zeros((settings.resamples, n))
+    np.add.at(counts, (rows, idx.ravel()), 1.0)
+    return counts
+
+
+def ci_from_boot(x: np.ndarray, boot: np.ndarray, settings: BootstrapSettings = BootstrapSettings()) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) per row from the resampled means ``boot`` (k x B) of the rows of ``x`` (k x n)."""
+    if settings.method == "bca":
+        n = x.shape[1]
+        jack = (x.sum(-1, keepdims=True) - x) / (n - 1)
+        return _bca(boot, x.mean(-1), jack, settings.level)
+    return _percentile(boot, settings.level)
+
+
 def bootstrap_mean_ci(values, settings: BootstrapSettings = BootstrapSettings()) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi) of the bootstrap CI of the mean of each row of ``values`` (k x n, or n).
 
@@ -113,14 +132,8 @@ def bootstrap_mean_ci(values, settings: BootstrapSettings = BootstrapSettings())
     if n == 1:
         lo[finite], hi[finite] = xf[:, 0], xf[:, 0]
     else:
-        idx = _resample_indices(n, settings.resamples, settings.seed)
-        boot = xf[:, idx].mean(-1)  # k x B
-        if settings.method == "bca":
-            jack = (xf.sum(-1, keepdims=True) - xf) / (n - 1)
-            l, h = _bca(boot, xf.mean(-1), jack, settings.level)
-        else:
-            l, h = _percentile(boot, settings.level)
-        lo[finite], hi[finite] = l, h
+        boot = xf @ resample_counts(n, settings).T / n  # k x B resampled means
+        lo[finite], hi[finite] = ci_from_boot(xf, boot, settings)
     return (lo[0], hi[0]) if squeeze else (lo, hi)
 
 
@@ -142,11 +155,19 @@ def bootstrap_stat_ci(stat: Callable[[np.ndarray], float], n: int, settings: Boo
 
 
 def wilcoxon_p(diff) -> np.ndarray:
-    """Two-sided Wilcoxon signed-rank p-value of each row of paired differences (k x n)."""
+    """Two-sided Wilcoxon signed-rank p-value of each row of paired differences (k x n), equal to
+    ``scipy.stats.wilcoxon(row).pvalue`` row by row. Rows without zeros or tied |d| go through one
+    vectorised scipy call (scipy picks the same exact/approximate method for all of them, as it
+    would row by row: they have the same n); the others one by one."""
     d = np.atleast_2d(np.asarray(diff, dtype=np.float64))
     out = np.ones(d.shape[0])
-    for i, row in enumerate(d):
-        row = row[np.isfinite(row)]
+    finite = np.isfinite(d).all(-1)
+    a = np.sort(np.abs(d), axis=-1)
+    clean = finite & (a[:, 0] > 0) & ~(np.diff(a, axis=-1) == 0).any(-1)
+    if clean.any() and d.shape[1] > 0:
+        out[clean] = stats.wilcoxon(d[clean], zero_method="wilcox", alternative="two-sided", axis=-1).pvalue
+    for i in np.flatnonzero(~clean):
+        row = d[i][np.isfinite(d[i])]
         if row.size == 0 or not np.any(row != 0):
             continue  # identical scores: no evidence of a difference
         out[i] = float(stats.wilcoxon(row, zero_method="wilcox", alternative="two-sided").pvalue)

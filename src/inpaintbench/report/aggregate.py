@@ -22,7 +22,7 @@ from .. import paths
 from ..errors import InpaintBenchError
 from ..io import atomic_path, read_frame
 from ..metrics.quality import METRICS
-from ..metrics.stats import BootstrapSettings, bootstrap_mean_ci, paired_comparison
+from ..metrics.stats import BootstrapSettings, ci_from_boot, resample_counts, wilcoxon_p
 
 PER_IMAGE_METRICS = (*METRICS, "lpips")
 SUMMARY_FIELDS = ["experiment", "train", "dataset", "model", "bucket", "metric", "mean", "std", "count", "lo", "hi"]
@@ -34,57 +34,68 @@ def _metrics_present(per_image: pd.DataFrame) -> list[str]:
     return [m for m in PER_IMAGE_METRICS if m in per_image.columns and per_image[m].notna().any()]
 
 
+def _blocks(per_image: pd.DataFrame, models: list[str] | None, bucket_order: list[str]):
+    """(experiment, train, dataset, metric, bucket, models, values models x pairs), the pairs
+    aligned across models by pair_id; a model with a missing value in a block is left out of it."""
+    metrics = _metrics_present(per_image)
+    for (experiment, train, dataset), group in per_image.groupby(["experiment", "train", "dataset"], sort=False):
+        order = [m for m in (models or []) if m in set(group["model"])]
+        order += [m for m in dict.fromkeys(group["model"]) if m not in order]
+        bucket_of = group.drop_duplicates("pair_id").set_index("pair_id")["bucket"]
+        for metric in metrics:
+            wide = group.pivot_table(index="pair_id", columns="model", values=metric, aggfunc="first")
+            buckets = bucket_of.reindex(wide.index).to_numpy()
+            for bucket in [*bucket_order, ALL]:
+                sel = np.ones(len(wide), bool) if bucket == ALL else buckets == bucket
+                if not sel.any():
+                    continue
+                block = wide.loc[sel]
+                cols = [m for m in order if m in block.columns and block[m].notna().all()]
+                if cols:
+                    yield experiment, train, dataset, metric, bucket, cols, block[cols].to_numpy(dtype=np.float64).T
+
+
+def _stats(per_image, models, bucket_order, settings, *, pairs: bool):
+    summary, paired = [], []
+    for experiment, train, dataset, metric, bucket, cols, x in _blocks(per_image, models, bucket_order):
+        k, n = x.shape
+        key = {"experiment": experiment, "train": train, "dataset": dataset}
+        finite = np.isfinite(x).all(-1)
+        boot = x[finite] @ resample_counts(n, settings).T / n if n > 1 and finite.any() else None
+        lo, hi = np.full(k, np.nan), np.full(k, np.nan)
+        if boot is not None:
+            lo[finite], hi[finite] = ci_from_boot(x[finite], boot, settings)
+        elif n == 1:
+            lo, hi = x[:, 0].copy(), x[:, 0].copy()
+        for j, m in enumerate(cols):
+            summary.append({**key, "model": m, "bucket": bucket, "metric": metric, "mean": float(x[j].mean()),
+                            "std": float(np.std(x[j], ddof=1)) if n > 1 else 0.0, "count": int(n),
+                            "lo": float(lo[j]), "hi": float(hi[j])})
+        if not pairs or n < 2 or k < 2:
+            continue
+        combos = [(i, j) for i in range(k) for j in range(i + 1, k) if finite[i] and finite[j]]
+        if not combos:
+            continue
+        row = np.cumsum(finite) - 1  # row of each model in boot
+        a, b = np.array([c[0] for c in combos]), np.array([c[1] for c in combos])
+        d = x[a] - x[b]
+        dlo, dhi = ci_from_boot(d, boot[row[a]] - boot[row[b]], settings)  # resampled mean differences
+        p = wilcoxon_p(d)
+        for t, (i, j) in enumerate(combos):
+            paired.append({**key, "bucket": bucket, "metric": metric, "model": cols[i], "other": cols[j], "n": int(n),
+                           "diff": float(d[t].mean()), "lo": float(dlo[t]), "hi": float(dhi[t]), "p": float(p[t])})
+    return pd.DataFrame(summary, columns=SUMMARY_FIELDS), pd.DataFrame(paired, columns=PAIRED_FIELDS)
+
+
 def summarise(per_image: pd.DataFrame, bucket_order: list[str], settings: BootstrapSettings = BootstrapSettings()) -> pd.DataFrame:
     """Mean, std, n and bootstrap CI per (experiment, train, dataset, model, bucket, metric)."""
-    rows = []
-    keys = ["experiment", "train", "dataset", "model"]
-    metrics = _metrics_present(per_image)
-    for key, group in per_image.groupby(keys, sort=False):
-        for bucket in [*bucket_order, ALL]:
-            sel = group if bucket == ALL else group[group["bucket"] == bucket]
-            if sel.empty:
-                continue
-            present = [m for m in metrics if sel[m].notna().all()]
-            if not present:
-                continue
-            values = sel[present].astype(float).to_numpy().T  # metrics x images, one bootstrap call
-            lo, hi = bootstrap_mean_ci(values, settings)
-            for j, metric in enumerate(present):
-                v = values[j]
-                rows.append({**dict(zip(keys, key)), "bucket": bucket, "metric": metric,
-                             "mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                             "count": int(len(v)), "lo": float(lo[j]), "hi": float(hi[j])})
-    return pd.DataFrame(rows, columns=SUMMARY_FIELDS)
+    return _stats(per_image, None, bucket_order, settings, pairs=False)[0]
 
 
 def paired_table(per_image: pd.DataFrame, models: list[str], bucket_order: list[str],
                  settings: BootstrapSettings = BootstrapSettings()) -> pd.DataFrame:
     """Every pair of methods on the same pairs, per (experiment, train, dataset, bucket, metric)."""
-    rows = []
-    metrics = _metrics_present(per_image)
-    for (experiment, train, dataset), group in per_image.groupby(["experiment", "train", "dataset"], sort=False):
-        present = [m for m in models if m in set(group["model"])]
-        for metric in metrics:
-            wide = group.pivot_table(index="pair_id", columns="model", values=metric, aggfunc="first")
-            bucket_of = group.drop_duplicates("pair_id").set_index("pair_id")["bucket"].reindex(wide.index)
-            cols = [m for m in present if m in wide.columns and wide[m].notna().all()]
-            combos = [(a, b) for i, a in enumerate(cols) for b in cols[i + 1:]]
-            if not combos:
-                continue
-            for bucket in [*bucket_order, ALL]:
-                sel = np.ones(len(wide), bool) if bucket == ALL else (bucket_of == bucket).to_numpy()
-                if sel.sum() < 2:
-                    continue
-                arr = wide.loc[sel, cols].to_numpy(dtype=np.float64).T  # models x pairs
-                pos = {m: i for i, m in enumerate(cols)}
-                x = np.stack([arr[pos[a]] for a, _ in combos])
-                y = np.stack([arr[pos[b]] for _, b in combos])
-                res = paired_comparison(x, y, settings)
-                for i, (a, b) in enumerate(combos):
-                    rows.append({"experiment": experiment, "train": train, "dataset": dataset, "bucket": bucket,
-                                 "metric": metric, "model": a, "other": b, "n": int(res.n[i]), "diff": float(res.diff[i]),
-                                 "lo": float(res.lo[i]), "hi": float(res.hi[i]), "p": float(res.p[i])})
-    return pd.DataFrame(rows, columns=PAIRED_FIELDS)
+    return _stats(per_image, models, bucket_order, settings, pairs=True)[1]
 
 
 def aggregate_experiment(params, experiment: str) -> Path:
@@ -104,11 +115,10 @@ def aggregate_experiment(params, experiment: str) -> Path:
                 fids.append(read_frame(fid))
     per_image = pd.concat(frames, ignore_index=True)
     buckets = [b.label for b in params.buckets(experiment)]
-    summary = summarise(per_image, buckets, settings)
+    summary, paired = _stats(per_image, list(exp["models"]), buckets, settings, pairs=True)
     fids = [f.reindex(columns=SUMMARY_FIELDS) for f in fids if not f.empty]
     if fids:
         summary = pd.concat([summary, *fids], ignore_index=True)
-    paired = paired_table(per_image, list(exp["models"]), buckets, settings)
     out = paths.summary_csv(experiment)
     with atomic_path(out) as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6f")
