@@ -155,13 +155,13 @@ def test_report_names_the_substitutes_per_table(replica):
 @pytest.mark.slow
 def test_overlay_reached_every_step(replica):
     folder = replica[0]
-    # counts from the overlay, not params.yaml: pairs (2 per bucket), validation pairs (2), steps (2)
+    # counts from the overlay, not params.yaml: pairs (2 per bucket), validation pairs (2), steps (1)
     pairs = pd.read_csv(folder / "data" / "pairs" / "sahn-paper" / "paris-sahn" / "test.csv")
     assert len(pairs) == 2 * 3 and set(pairs["bucket"]) == {"(0.0, 0.2]", "(0.2, 0.4]", "(0.4, 0.6]"}
     val = pd.read_csv(folder / "data" / "pairs" / "ccsa-paper" / "celeba-ccsa" / "val.csv")
     assert len(val) == 3  # ceil(val_pairs 2 / 3 buckets) per bucket, from the experiment's training block
     run = json.loads((folder / "runs" / "sahn-paper" / "paris-sahn" / "sahn-pub" / "run.json").read_text())
-    assert run["steps"] == 2 and run["teacher"]["kind"] == "imagenet-resnet50"
+    assert run["steps"] == 1 and run["teacher"]["kind"] == "imagenet-resnet50"
     prep = json.loads((folder / "data" / "prepared" / "celeba-ccsa" / "prepare.json").read_text())
     assert sum(prep["counts"].values()) == 20
 
@@ -192,3 +192,20 @@ def test_second_run_has_nothing_to_do(replica):
     folder, cmd, env, _, _ = replica
     out = _run(cmd + ["-n"], folder, env, timeout=300)
     assert "Nothing to be done" in out, out[-3000:]
+
+
+def test_overlay_shrinks_every_published_model_and_picks_substitutes_explicitly():
+    """Fast guard for the replica: a `*-pub` model added to the papers' suite needs its small widths
+    in tests/papers-smoke.yaml, and every papers' experiment names its offline substitutes there."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    overlay = yaml.safe_load((ROOT / "tests" / "papers-smoke.yaml").read_text())
+    for e in params["suites"]["papers"]:
+        exp = params["experiments"][e]
+        for m in exp["models"]:
+            if m.endswith("-pub"):
+                assert overlay["models"].get(m, {}).get("args"), f"tests/papers-smoke.yaml: no small widths for {m}"
+        assert overlay["experiments"][e]["perceptual"]["backbone"] == "random-vgg16", e
+        if any("teacher" in params["models"][m].get("requires", []) for m in exp["models"]):
+            assert overlay["experiments"][e]["teacher"]["kind"] == "imagenet-resnet50", e
+        # the overlay shortens runs and counts only: no resolution, bucket, mask set or table changes
+        assert not set(overlay["experiments"][e]) & {"size", "buckets", "masks", "tables", "runs", "models"}

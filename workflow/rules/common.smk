@@ -79,6 +79,40 @@ if "gpu" not in workflow.global_resources:
     workflow.global_resources["gpu"] = Resource("gpu", _gpus if _gpus > 0 else 10**6)
 
 
+def _available_mb():
+    try:
+        with open("/proc/meminfo") as fh:
+            info = {line.split(":")[0]: int(line.split()[1]) for line in fh if ":" in line}
+        return info.get("MemAvailable", info.get("MemTotal", 0)) // 1024
+    except (OSError, ValueError):
+        return 0
+
+
+# Memory: a local run also ignores `mem_mb` unless --resources mem_mb=N is given, and two big
+# training jobs side by side then get killed by the kernel (exit 137). So, unless the user passed
+# --resources mem_mb=N, a local run may use the memory available now (less 1 GB for the rest of
+# the machine); each training job claims its estimate (train/memory.py, capped at that limit so a
+# job larger than the machine still runs, alone). Cluster runs keep params.yaml `slurm:` values.
+_executor = workflow.executor_plugin
+LOCAL_RUN = not workflow.remote_exec and (_executor is None or not _executor.common_settings.non_local_exec)
+LOCAL_MEM_MB = None
+if LOCAL_RUN and "mem_mb" not in workflow.global_resources and _available_mb() > 0:
+    LOCAL_MEM_MB = max(1024, _available_mb() - 1024)
+    workflow.global_resources["mem_mb"] = Resource("mem_mb", LOCAL_MEM_MB)
+elif "mem_mb" in workflow.global_resources:
+    LOCAL_MEM_MB = workflow.global_resources["mem_mb"].value if hasattr(workflow.global_resources["mem_mb"], "value") else None
+
+
+def train_mem_mb(wildcards):
+    """A training job's memory claim: its estimate on a local run, params.yaml `slurm:` on a cluster."""
+    if not LOCAL_RUN:
+        return slurm_resource("train", "mem_mb")
+    from inpaintbench.train.memory import estimate_train_mem_mb
+
+    est = estimate_train_mem_mb(PARAMS, wildcards.experiment, wildcards.model)
+    return min(est, LOCAL_MEM_MB) if LOCAL_MEM_MB else est
+
+
 wildcard_constraints:
     experiment="[^/]+",
     dataset="[^/]+",
@@ -133,6 +167,38 @@ def eval_targets(experiments):
         for run in exp["runs"]:
             out += [str(paths.metrics_csv(e, run["train"], m)) for m in exp["models"]]
     return out
+
+
+def pairs_targets(experiments):
+    out = []
+    for e in experiments:
+        exp = PARAMS.experiment(e)
+        learned = any(PARAMS.is_learned(m) for m in exp["models"])
+        for run in exp["runs"]:
+            if learned:
+                out.append(str(paths.pairs_csv(e, run["train"], "val")))
+            out += [str(paths.pairs_csv(e, d, "test")) for d in run["eval"]]
+    return list(dict.fromkeys(out))
+
+
+def artifact_targets(experiments):
+    return list(dict.fromkeys(str(paths.artifact(j.experiment, j.train, r)) for j in PARAMS.train_jobs(experiments)
+                              for r in PARAMS.requirements(j.model, j.experiment)))
+
+
+def checked_targets(experiments):
+    """What the reports are built from (checkpoints, pairs, per-image metrics, summaries), for
+    `rule all`: a deleted one is rebuilt because it is a target, and one that no longer matches
+    the integrity record its step wrote (cut short, truncated, emptied; inpaintbench/integrity.py)
+    gets modification time 0, so Snakemake sees it older than its inputs and rebuilds it."""
+    from inpaintbench.integrity import stale
+
+    files = [*artifact_targets(experiments), *train_targets(experiments), *pairs_targets(experiments),
+             *eval_targets(experiments), *[str(paths.summary_csv(e)) for e in experiments]]
+    for f, problem in stale(files):
+        print(f"inpaintbench: {f} {problem}; it will be rebuilt", file=sys.stderr)
+        os.utime(f, (0, 0))
+    return files
 
 
 def train_inputs(w):

@@ -21,7 +21,7 @@ rule train:
     resources:
         gpu=1,
         runtime=slurm_resource("train", "runtime"),
-        mem_mb=slurm_resource("train", "mem_mb"),
+        mem_mb=train_mem_mb,
     shell:
         "INPAINTBENCH_THREADS={threads} inpaintbench train {wildcards.experiment} {wildcards.train} {wildcards.model} > {log} 2>&1"
 
