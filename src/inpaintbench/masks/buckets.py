@@ -15,7 +15,8 @@ from ..config import Bucket, derive_seed
 from ..errors import InpaintBenchError
 from ..io import read_csv, write_csv
 
-PAIR_FIELDS = ["pair_id", "bucket", "image_id", "image_path", "mask_id", "mask_path", "hole_ratio"]
+# image_sha256: the prepared image's hash from its manifest, checked where the image is read
+PAIR_FIELDS = ["pair_id", "bucket", "image_id", "image_path", "mask_id", "mask_path", "hole_ratio", "image_sha256"]
 
 
 def bucket_of(ratio: float, buckets: list[Bucket]) -> str | None:
@@ -47,6 +48,7 @@ def make_pairs(*, image_manifest: Path, mask_manifest: Path, buckets: list[Bucke
             m, im = candidates[mi], images[ii]
             rows.append({"pair_id": f"{len(rows):05d}", "bucket": b.label, "image_id": im["id"],
                          "image_path": str(img_root / im["path"]), "mask_id": m["id"],
-                         "mask_path": str(mask_root / m["path"]), "hole_ratio": m["hole_ratio"]})
+                         "mask_path": str(mask_root / m["path"]), "hole_ratio": m["hole_ratio"],
+                         "image_sha256": im.get("sha256", "")})
     write_csv(out_csv, rows, PAIR_FIELDS)
     return Path(out_csv)

@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..data.fetch import COMPLETE
 from ..data.prepare import run_parallel
 from ..data.sources import get_source
 from ..errors import InpaintBenchError
-from ..io import atomic_path, write_csv
+from ..io import atomic_path, load_grey, write_csv
 
 MANIFEST_FIELDS = ["id", "path", "hole_ratio", "source"]
 SKIPPED_FIELDS = ["path", "reason"]
@@ -52,10 +52,8 @@ def resize_mask(hole: np.ndarray, size: int) -> np.ndarray:
 def _import_one(job: tuple) -> tuple[str, float | None, str | None]:
     mask_id, src, dst, size, hole = job
     try:
-        with Image.open(src) as im:
-            im.load()
-            grey = np.asarray(im.convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        grey = load_grey(src)  # float in [0, 1]; a 16-bit mask is scaled, not clipped
+    except InpaintBenchError as exc:
         return mask_id, None, f"cannot read mask: {exc}"
     mask = resize_mask(binarise(grey, hole), size)
     with atomic_path(dst, suffix=".png") as tmp:

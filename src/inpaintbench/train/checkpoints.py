@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import InpaintBenchError
+from ..integrity import record, verify
 from ..io import atomic_path
 
 
@@ -49,6 +50,7 @@ def save(path: str | Path, state: dict) -> None:
     state = plain(state)
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
+    record(path)  # size + sha256: a truncated or replaced checkpoint is found (integrity.py)
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
@@ -58,6 +60,7 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise InpaintBenchError(f"checkpoint {path} does not exist; run the training step first")
     if path.stat().st_size == 0:
         raise InpaintBenchError(f"checkpoint {path} is empty (0 bytes); delete it and retrain")
+    verify(path, "checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torn file, foreign file or a pickle with code (UnpicklingError)

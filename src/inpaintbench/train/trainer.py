@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from .. import paths
 from ..config import Params, derive_seed
+from ..tracking import git_commit
 from ..errors import InpaintBenchError
 from ..evaluate import load_pairs, score
 from ..io import write_csv, write_json
@@ -95,14 +96,32 @@ def build_model(params: Params, experiment: str, train: str, model_name: str, se
     return model.to(device), ctx_state
 
 
+# training settings that do not change the weights a run ends with (speed, logging, validation)
+NOT_SHAPING = ("num_threads", "num_workers", "threads", "channels_last", "compile", "checkpoint_every",
+               "log_every", "val_pairs")
+
+
+def settings_hash(params: Params, experiment: str, train: str, model_name: str, cfg: dict) -> str:
+    """Hash of everything that shapes a training run (the model's arch/args/loss/optimizers, the
+    schedule, masks, image size, perceptual backbone, seed): stored in last.pt, and a resume with a
+    different hash is refused (issue 15: a stale last.pt silently kept the old learning rate)."""
+    return checkpoints.settings_hash({
+        "model": params.model_training_spec(model_name),
+        "training": {k: v for k, v in cfg.items() if k not in NOT_SHAPING},
+        "size": params.experiment(experiment)["size"], "train": train, "seed": params.seed,
+        "perceptual": params.raw.get("perceptual", {})})
+
+
 def train_job(params: Params, experiment: str, train: str, model_name: str, *, stop_after: int | None = None,
-              track: bool = True, progress: bool = True) -> Path | None:
-    """Train one model of one experiment; returns the final checkpoint (None if stopped early)."""
+              track: bool = True, progress: bool = True, restart: bool = False) -> Path | None:
+    """Train one model of one experiment; returns the final checkpoint (None if stopped early).
+    `restart`: discard a last.pt left by an earlier run instead of resuming from it."""
     with claim_gpu() if params.device != "cpu" else contextlib.nullcontext():
-        return _train(params, experiment, train, model_name, stop_after=stop_after, track=track, progress=progress)
+        return _train(params, experiment, train, model_name, stop_after=stop_after, track=track, progress=progress,
+                      restart=restart)
 
 
-def _train(params, experiment, train, model_name, *, stop_after, track, progress) -> Path | None:
+def _train(params, experiment, train, model_name, *, stop_after, track, progress, restart=False) -> Path | None:
     spec = params.model(model_name)
     if not registry.is_learned(spec["arch"]):
         raise InpaintBenchError(f"model {model_name!r} ({spec['arch']}) is not trained")
@@ -131,8 +150,19 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
     total = epochs * spe
     state = {"step": 0, "history": [], "epochs": [], "mlflow_run_id": None, "seconds": 0.0}
     last = out_dir / "last.pt"
+    shaping = settings_hash(params, experiment, train, model_name, cfg)
+    if last.exists() and restart:
+        print(f"--restart: discarding {last}; training {model_name} from step 0")
+        last.unlink()
     if last.exists():
         saved = checkpoints.load(last)
+        if saved.get("settings_hash") != shaping:
+            raise InpaintBenchError(
+                f"{last} was written with other training settings than params now give for {model_name} "
+                f"(model args, loss, optimizer, schedule, masks, size or seed changed; settings hash "
+                f"{saved.get('settings_hash')} vs {shaping}): resuming would mix two runs. Start over with "
+                f"`inpaintbench train {experiment} {train} {model_name} --restart` (or delete {last}), or "
+                f"restore the old settings to resume.")
         model.load_state_dict(saved["model"])
         opt_g.load_state_dict(saved["opt_g"])
         if opt_d is not None:
@@ -164,7 +194,8 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
             run.flush()
         state["seconds"] = time.perf_counter() - started
         checkpoints.save(last, {"model": model.state_dict(), "opt_g": opt_g.state_dict(),
-                                "opt_d": opt_d.state_dict() if opt_d is not None else None, "state": state})
+                                "opt_d": opt_d.state_dict() if opt_d is not None else None, "state": state,
+                                "settings_hash": shaping})
 
     bar = tqdm(total=total, initial=state["step"], desc=f"train {model_name}", disable=not progress, mininterval=2)
     batches = data.StepBatches(images, seed, int(cfg["batch_size"]), cfg["mask_ratio"], mask_bank)
@@ -244,7 +275,8 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
             "mlflow_run_id": state["mlflow_run_id"], "final_val": state["epochs"][-1] if state["epochs"] else None,
             # what the report names per table (report/build.py: substitutes used)
             "perceptual": params.perceptual(experiment), "requires": params.requirements(model_name, experiment),
-            "teacher": params.teacher(experiment) if "teacher" in spec.get("requires", []) else None}
+            "teacher": params.teacher(experiment) if "teacher" in spec.get("requires", []) else None,
+            "git_commit": git_commit()}  # the report's "what was run"
     write_json(out_dir / "run.json", info)
     if run:
         run.log_checkpoint(final, {"model_name": model_name, "arch": spec["arch"], "args": spec.get("args", {}),
