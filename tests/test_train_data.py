@@ -10,7 +10,7 @@ from inpaintbench.cli import main
 from inpaintbench.config import derive_seed, load_params
 from inpaintbench.errors import InpaintBenchError
 from inpaintbench.evaluate import to_tensor
-from inpaintbench.io import load_image, load_mask, read_csv
+from inpaintbench.io import load_image, load_mask, read_csv, write_csv
 from inpaintbench.masks.generate import training_mask
 from inpaintbench.train import data
 from inpaintbench.train.trainer import train_job
@@ -48,8 +48,8 @@ def test_pipeline_gives_the_reference_batches(photos, workers):
     start, stop = 3, 9  # a resumed run starts mid-way: the steps, not the loader, fix the batch
     loader = data.make_loader(batches, start, stop, workers, pin_memory=False)
     seen = 0
-    for step, (img_u8, mask_u8) in zip(range(start, stop), loader):
-        image, mask = data.to_device(img_u8, mask_u8, "cpu")
+    for step, (img_u8, mask_u8, flips) in zip(range(start, stop), loader):
+        image, mask = data.to_device(img_u8, mask_u8, flips, "cpu")
         ref_imgs, ref_masks = reference_batch(files, 123, step, 5, (0.1, 0.5))
         ref_image, ref_mask = to_tensor(ref_imgs, "cpu"), to_tensor(ref_masks, "cpu")
         assert torch.equal(image, ref_image) and torch.equal(mask, ref_mask), step
@@ -70,9 +70,8 @@ def test_store_is_written_once_and_follows_the_manifest(photos):
     assert not str(path).startswith(str(paths.prepared_dir("photos")))  # never inside a DVC output
     # a changed manifest (one train image dropped) gets its own store; the stale one is removed
     rows = read_csv(manifest)
-    drop = next(r for r in rows if r["split"] == "train")
-    lines = manifest.read_text().splitlines(keepends=True)
-    manifest.write_text("".join(line for line in lines if not line.startswith(drop["id"] + ",")))
+    drop = min((r for r in rows if r["split"] == "train"), key=lambda r: r["id"])
+    write_csv(manifest, [r for r in rows if r is not drop], list(rows[0].keys()))
     second = data.train_images(manifest, 32)
     assert len(second) == len(files) - 1 and second.filename != path and not paths.Path(path).exists()
     assert np.array_equal(np.asarray(second[0]), np.rint(load_image(files[1]) * 255).astype(np.uint8))

@@ -139,7 +139,9 @@ def _dihedral(mask: np.ndarray, k: int) -> np.ndarray:
 
 
 class StepBatches(torch.utils.data.Dataset):
-    """``self[step]`` = (uint8 images (B,H,W,3), uint8 masks (B,H,W), 1 = hole) of that step.
+    """``self[step]`` = (uint8 images (B,H,W,3) unflipped, uint8 masks (B,H,W) 1 = hole, bool
+    horizontal flips (B,)) of that step; `to_device` applies the flips (a strided byte copy is
+    the slowest part of a batch on a CPU, a flip of the float batch on the device is free).
 
     The draws and their order are those of the original ``sample_batch``: indices, flips, then
     the masks, all from ``default_rng(derive_seed(seed, "batch", step))``.
@@ -164,9 +166,7 @@ class StepBatches(torch.utils.data.Dataset):
         rng = np.random.default_rng(derive_seed(self.seed, "batch", int(step)))
         idx = rng.choice(self.n, self.batch_size, replace=self.n < self.batch_size)
         flips = rng.random(self.batch_size) < 0.5
-        out = np.empty((self.batch_size, self.size, self.size, 3), np.uint8)
-        for b, (i, f) in enumerate(zip(idx, flips)):
-            out[b] = images[int(i), :, ::-1] if f else images[int(i)]
+        out = np.asarray(images[idx])  # one gather (a copy, also from the memmap); flipped in to_device
         masks = np.empty((self.batch_size, self.size, self.size), np.uint8)
         if self._masks is None:
             for b in range(self.batch_size):
@@ -176,7 +176,7 @@ class StepBatches(torch.utils.data.Dataset):
             for b in range(self.batch_size):
                 j, k = int(rng.integers(len(bank))), int(rng.integers(8))
                 masks[b] = _dihedral(bank[j], k)
-        return torch.from_numpy(out), torch.from_numpy(masks)
+        return torch.from_numpy(out), torch.from_numpy(masks), torch.from_numpy(flips)
 
 
 def make_loader(batches: StepBatches, start: int, stop: int, num_workers: int, pin_memory: bool,
@@ -190,14 +190,17 @@ def make_loader(batches: StepBatches, start: int, stop: int, num_workers: int, p
                                        pin_memory=pin_memory, **kwargs)
 
 
-def to_device(images: torch.Tensor, masks: torch.Tensor, device: str, channels_last: bool = False):
-    """uint8 (B,H,W,3), (B,H,W) -> float32 (B,3,H,W) in [0,1] and (B,1,H,W) on `device`.
+def to_device(images: torch.Tensor, masks: torch.Tensor, flips: torch.Tensor, device: str, channels_last: bool = False):
+    """uint8 (B,H,W,3), (B,H,W), flips (B,) -> float32 (B,3,H,W) in [0,1] (flipped where asked)
+    and (B,1,H,W) on `device`.
 
     The values equal ``evaluate.to_tensor`` of the float32 arrays (``u8 / 255`` is one correctly
     rounded division either way), and so does the memory layout: the image is a permuted view of
     an NHWC buffer, as ``to_tensor`` makes it.
     """
     img = images.to(device, non_blocking=True).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    flips = flips.to(device, non_blocking=True)
+    img = torch.where(flips[:, None, None, None], img.flip(3), img)  # keeps the NHWC-view strides
     msk = masks.to(device, non_blocking=True)[:, None].to(torch.float32)
     if channels_last:
         img, msk = img.contiguous(memory_format=torch.channels_last), msk.contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,202 @@
+"""Training-speed benchmark: input pipeline, model step, both together, peak memory.
+
+Per model (a `models:` entry of params.yaml, built as the trainer builds it):
+
+* pipeline samples/s: the trainer's input pipeline (train/data.py: uint8 store, per-step batches
+  with generated stroke masks, DataLoader with `--workers` processes) alone, over a seeded
+  random uint8 image store at the model's size;
+* model step ms: `train_step` (generator + discriminator step) on one fixed batch on the device;
+* step ms with the pipeline attached: the same steps fed by the pipeline (the ratio to the model
+  step shows whether the pipeline hides behind the model);
+* peak memory: CUDA max allocated during the steps; on CPU the process's peak RSS (ru_maxrss:
+  the whole process, so the largest model benchmarked so far in this process).
+
+On CUDA each model runs three ways: fp32 eager, bf16 autocast, bf16 + torch.compile.
+
+    uv run python scripts/bench_train.py --model pconv --size 64 --batch 8
+    uv run python scripts/bench_train.py --all-pub --json benchmarks/train-cuda.json   # on a GPU machine
+
+`--all-pub` runs every ``*-pub`` model of params.yaml at its experiment's resolution and batch
+(a few steps each); `--json` writes the rows, which report/cost.py reads (the cost per table).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inpaintbench.config import load_params
+from inpaintbench.errors import InpaintBenchError
+from inpaintbench.models import registry
+from inpaintbench.models.base import BuildContext
+from inpaintbench.report.efficiency import device_name
+from inpaintbench.train import data
+from inpaintbench.train.trainer import make_optimizer, train_step
+
+
+def experiment_of(params, model: str) -> str | None:
+    """The first experiment that lists `model` (its size and training settings apply)."""
+    return next((name for name, exp in params.raw["experiments"].items() if model in exp.get("models", [])), None)
+
+
+def _seeded_teacher(params, experiment: str | None, folder: Path) -> str:
+    from inpaintbench.train.teacher import TeacherCNN, save_teacher
+
+    widths = params.teacher(experiment).get("widths", [8, 16, 32, 64]) if experiment else [8, 16, 32, 64]
+    torch.manual_seed(0)
+    labels = [f"label{i}" for i in range(8)]
+    path = folder / "teacher.pt"
+    save_teacher(path, TeacherCNN(len(labels), widths), labels, {"widths": widths})
+    return str(path)
+
+
+def build(params, model_name: str, size: int, device: str, folder: Path):
+    spec = params.model(model_name)
+    experiment = experiment_of(params, model_name)
+    artifacts = {}
+    if "teacher" in spec.get("requires", []):
+        artifacts["teacher"] = _seeded_teacher(params, experiment, folder)  # same shapes as a trained one
+    ctx = BuildContext(image_size=size, seed=0, perceptual=dict(params.raw.get("perceptual", {"backbone": "random-vgg16"})),
+                       artifacts=artifacts, num_labels=8, device=device,
+                       **({"teacher": params.teacher(experiment)} if experiment and "teacher" in BuildContext.__dataclass_fields__ else {}))
+    torch.manual_seed(0)
+    model = registry.build(spec["arch"], spec.get("args"), spec.get("loss"), ctx).to(device)
+    cfg = params.training(model_name, experiment)
+    opt_g = make_optimizer(model.generator_parameters(), cfg["optimizer"])
+    opt_d = (make_optimizer(model.discriminator.parameters(), cfg.get("d_optimizer", cfg["optimizer"]))
+             if model.discriminator is not None else None)
+    return model, opt_g, opt_d
+
+
+def random_store(n: int, size: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def pipeline_rate(store: np.ndarray, batch: int, workers: int, steps: int) -> float:
+    batches = data.StepBatches(store, 0, batch, (0.05, 0.6))
+    loader = iter(data.make_loader(batches, 0, steps + 4, workers, pin_memory=torch.cuda.is_available()))
+    for _ in range(4):  # start-up (worker fork, first prefetch) is not throughput
+        next(loader)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(loader)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def peak_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def bench_model(params, model_name: str, size: int, batch: int, device: str, steps: int, workers: int,
+                store: np.ndarray, mode: str = "fp32") -> dict:
+    amp, compiled = mode.startswith("bf16"), mode.endswith("compile")
+    with tempfile.TemporaryDirectory() as tmp:
+        model, opt_g, opt_d = build(params, model_name, size, device, Path(tmp))
+    if compiled:
+        model.generator_losses = torch.compile(model.generator_losses)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    batches = data.StepBatches(store, 1, batch, (0.05, 0.6))
+    image, mask = data.to_device(*batches[0], device)
+    for _ in range(2 if not compiled else 3):  # warm-up (compilation, cudnn autotune, allocator)
+        train_step(model, image, mask, opt_g, opt_d, amp)
+    sync(device)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        train_step(model, image, mask, opt_g, opt_d, amp)
+        sync(device)
+        times.append((time.perf_counter() - start) * 1000)
+    model_ms = statistics.median(times)
+    loader = iter(data.make_loader(batches, 1, steps + 3, workers, pin_memory=device.startswith("cuda")))
+    for _ in range(2):
+        train_step(model, *data.to_device(*next(loader), device), opt_g, opt_d, amp)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, *data.to_device(*next(loader), device), opt_g, opt_d, amp)
+    sync(device)
+    with_pipeline_ms = (time.perf_counter() - start) * 1000 / steps
+    return {"model": model_name, "arch": params.model(model_name)["arch"], "size": size, "batch": batch,
+            "device": device, "device_name": device_name(device), "mode": mode, "workers": workers,
+            "threads": torch.get_num_threads(), "model_step_ms": round(model_ms, 2),
+            "step_with_pipeline_ms": round(with_pipeline_ms, 2), "ratio": round(with_pipeline_ms / model_ms, 3),
+            "peak_mb": round(peak_mb(device), 1),
+            "peak_kind": "cuda max allocated" if device.startswith("cuda") else "process peak RSS",
+            "steps": steps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", action="append", help="a models: entry of params.yaml (repeatable)")
+    ap.add_argument("--all-pub", action="store_true", help="every *-pub model at its experiment's size and batch")
+    ap.add_argument("--size", type=int, help="image side (default: the model's experiment's size, else 64)")
+    ap.add_argument("--batch", type=int, help="batch size (default: the experiment's training batch)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    ap.add_argument("--workers", type=int, default=2, help="input-pipeline worker processes")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--modes", default=None, help="comma list of fp32,bf16,bf16-compile (default: all on CUDA, fp32 on CPU)")
+    ap.add_argument("--pipeline-size", type=int, default=256, help="image side of the pipeline-only measurement")
+    ap.add_argument("--json", type=Path, help="write the rows here (report/cost.py reads benchmarks/train-<device>.json)")
+    ns = ap.parse_args(argv)
+    torch.set_num_threads(ns.threads)
+    params = load_params()
+    names = list(ns.model or [])
+    if ns.all_pub:
+        names += [m for m in params.raw["models"] if m.endswith("-pub") and registry.is_learned(params.model(m)["arch"])]
+    if not names:
+        ap.error("give --model NAME or --all-pub")
+    modes = ns.modes.split(",") if ns.modes else (["fp32", "bf16", "bf16-compile"] if ns.device.startswith("cuda") else ["fp32"])
+    print("command:", shlex.join(["python", *sys.argv]))
+    print("device:", device_name(ns.device), f"| torch threads {ns.threads} | pipeline workers {ns.workers}")
+    store256 = random_store(256, ns.pipeline_size)
+    rate = pipeline_rate(store256, 8, ns.workers, 40)
+    print(f"input pipeline alone at {ns.pipeline_size}px, batch 8, generated masks: {rate:,.0f} samples/s")
+    rows = [{"pipeline": True, "size": ns.pipeline_size, "batch": 8, "workers": ns.workers, "samples_per_s": round(rate, 1)}]
+    for name in names:
+        experiment = experiment_of(params, name)
+        size = ns.size or (params.experiment(experiment)["size"] if experiment else 64)
+        batch = ns.batch or int(params.training(name, experiment).get("batch_size", 8))
+        store = random_store(64, size)
+        for mode in modes:
+            try:
+                with torch.autocast("cuda", enabled=False) if ns.device.startswith("cuda") else contextlib.nullcontext():
+                    r = bench_model(params, name, size, batch, ns.device, ns.steps, ns.workers, store, mode)
+            except (InpaintBenchError, RuntimeError) as exc:  # e.g. CUDA out of memory: say so, go on
+                print(f"{name} {mode}: failed: {str(exc).splitlines()[0]}")
+                rows.append({"model": name, "mode": mode, "size": size, "batch": batch, "error": str(exc).splitlines()[0]})
+                if ns.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                continue
+            rows.append(r)
+            print(f"{name:20s} {size}px batch {batch} {mode:12s}: model step {r['model_step_ms']:8.1f} ms, "
+                  f"with pipeline {r['step_with_pipeline_ms']:8.1f} ms (x{r['ratio']:.2f}), peak {r['peak_mb']:,.0f} MB ({r['peak_kind']})")
+    if ns.json:
+        ns.json.parent.mkdir(parents=True, exist_ok=True)
+        ns.json.write_text(json.dumps({"command": shlex.join(["python", *sys.argv]), "device": device_name(ns.device),
+                                       "torch": torch.__version__, "rows": rows}, indent=1) + "\n")
+        print("wrote", ns.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
