@@ -99,7 +99,7 @@ def build_experiment(params, experiment: str) -> dict:
                                                **tables.statistics(params, experiment))  # CIs, paired tests (H5)
     fid = _fid_status(experiment, exp)
     eff, eff_md = _efficiency(experiment, out_dir)
-    paper_md, substitutes = {}, {}
+    paper_md, substitutes, paper_data = {}, {}, {}
     (out_dir / "paper_tables").mkdir(parents=True, exist_ok=True)  # a declared output, even when empty
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     full = pd.concat([summary, _efficiency_as_summary(eff, experiment)], ignore_index=True)
@@ -109,6 +109,7 @@ def build_experiment(params, experiment: str) -> dict:
         pt = build_paper_table(full, spec, name, **tables.paper_statistics(params, experiment))
         write_paper_table(pt, out_dir / "paper_tables", name)
         paper_md[name] = to_markdown(pt)
+        paper_data[name] = paper_table_data(pt)  # what the HTML page renders (no Markdown)
         note = _substitutes_note(params, experiment, spec.get("methods", {}))
         if "inference_ms" in spec.get("metrics", []):
             note = " ".join(t for t in (note, _timing_note(eff, spec.get("methods", {}))) if t)
@@ -118,47 +119,15 @@ def build_experiment(params, experiment: str) -> dict:
             md_file = out_dir / "paper_tables" / f"{name}.md"
             if md_file.exists():
                 write_text(md_file, md_file.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + note + "\n")
-    figures = []
-    fig_dir = out_dir / "figures"
-    for run in exp["runs"]:
-        learned = [m for m in models if params.is_learned(m)]
-        histories, epochs = {}, {}
-        for m in learned:
-            rd = paths.run_dir(experiment, run["train"], m)
-            histories[labels[m]] = pd.read_csv(rd / "history.csv")
-            epochs[labels[m]] = pd.read_csv(rd / "epochs.csv")
-        if histories:
-            f = fig_dir / f"loss_curves_{run['train']}.png"
-            plots.loss_curves(histories, f, f"{experiment}: training loss (trained on {run['train']})")
-            figures.append((f, "Training loss per step (smoothed), one line per learned model."))
-            f = fig_dir / f"val_curves_{run['train']}.png"
-            plots.epoch_curves(epochs, f, f"{experiment}: validation PSNR and L1 per epoch (trained on {run['train']})")
-            figures.append((f, "Validation PSNR and L1 after each epoch, on the fixed validation pairs."))
-            ccsa = [m for m in learned if params.model(m)["arch"] == "ccsa"]
-            if ccsa:
-                f = fig_dir / f"ccsa_variants_{run['train']}.png"
-                plots.epoch_curves({labels[m]: epochs[labels[m]] for m in ccsa}, f,
-                                   f"{experiment}: CCSA variants, validation PSNR and L1 per epoch (Figures 4-5)")
-                figures.append((f, "The CCSA ablation variants' validation PSNR (paper Figure 4) and L1 (Figure 5) per epoch."))
-            for group, keys, title in _loss_panels(params, learned, labels):
-                f = fig_dir / f"loss_terms_{group}_{run['train']}.png"
-                plots.loss_curves({labels[m]: histories[labels[m]] for m in keys}, f, f"{experiment}: {title}",
-                                  LOSS_PANELS[group][1], per_epoch=True)
-                figures.append((f, title))
-        for ds in run["eval"]:
-            f = fig_dir / f"metric_vs_bucket_{ds}.png"
-            plots.metric_vs_bucket(summary, ds, models, buckets[:-1], metrics, f, f"{experiment}: {ds}", labels)
-            figures.append((f, f"Mean metric per hole-ratio bucket on {ds}."))
-            f = fig_dir / f"samples_{ds}.png"
-            _sample_grid(params, experiment, run["train"], ds, models, labels, f)
-            figures.append((f, f"Qualitative samples on {ds}: masked input (holes white), each method, ground truth."))
+    figures = _figures(params, experiment, exp, summary, models, labels, buckets, metrics, out_dir / "figures")
     info = {"experiment": experiment, "description": exp.get("description", ""), "datasets": datasets,
             "figures": [[str(p.relative_to(paths.REPORTS)), cap] for p, cap in figures],
             "tables": {ds: md for ds, md in md_by_ds.items()}, "paper_tables": paper_md,
             "table_data": json.loads((out_dir / "table.json").read_text()),  # structured cells (report.tables)
             "efficiency": eff_md,
             "fid": fid, "perceptual_backbone": _backbone_text(params.perceptual(experiment)),
-            "paper_table_substitutes": substitutes,
+            "paper_table_substitutes": substitutes, "paper_table_data": paper_data,
+            "what_was_run": what_was_run(params, experiment),
             "models": {m: _model_info(params, experiment, exp, m) for m in models}}
     write_json(out_dir / "report.json", info)
     return info
@@ -220,57 +189,327 @@ def _model_info(params, experiment, exp, model) -> dict:
     return info
 
 
-def _sample_grid(params, experiment, train, dataset, models, labels, path: Path) -> None:
+def _figures(params, experiment, exp, summary, models, labels, buckets, metrics, fig_dir: Path) -> list:
+    """Every figure of an experiment as (path, caption); captions say what the panels show."""
+    figures = []
+    learned = [m for m in models if params.is_learned(m)]
+    order = [labels[m] for m in models]  # one style per method across all figures
+    for run in exp["runs"]:
+        histories, epochs = {}, {}
+        for m in learned:
+            rd = paths.run_dir(experiment, run["train"], m)
+            histories[labels[m]] = pd.read_csv(rd / "history.csv")
+            epochs[labels[m]] = pd.read_csv(rd / "epochs.csv")
+        if histories:
+            f = fig_dir / f"loss_curves_{run['train']}.png"
+            plots.loss_curves(histories, f, f"{experiment}: training loss per step (trained on {run['train']})", order=order)
+            figures.append((f, f"Training loss per step of each learned model (trained on {run['train']}), one panel per "
+                               "model with its own y-axis: each model minimises its own objective (different terms and "
+                               "weights), so the values are not comparable across panels. Moving average over ~4 % of the "
+                               "steps; log scale where the loss spans more than 20x."))
+            f = fig_dir / f"val_curves_{run['train']}.png"
+            plots.epoch_curves(epochs, f, f"{experiment}: validation PSNR and L1 per epoch (trained on {run['train']})",
+                               order=order)
+            figures.append((f, "Left: validation PSNR (dB, higher is better); right: validation L1 (mean absolute error "
+                               "on the 0-1 scale, lower is better), after each epoch, on the fixed validation pairs "
+                               f"(trained on {run['train']})."))
+            ccsa = [m for m in learned if params.model(m)["arch"] == "ccsa"]
+            if ccsa:
+                f = fig_dir / f"ccsa_variants_{run['train']}.png"
+                plots.epoch_curves({labels[m]: epochs[labels[m]] for m in ccsa}, f,
+                                   f"{experiment}: CCSA variants, validation PSNR and L1 per epoch (Figures 4-5)", order=order)
+                figures.append((f, "The CCSA ablation variants only: validation PSNR in dB (left, as the paper's Figure 4) "
+                                   "and L1 (right, as Figure 5) per epoch."))
+            for group, keys, title in _loss_panels(params, learned, labels):
+                f = fig_dir / f"loss_terms_{group}_{run['train']}.png"
+                plots.loss_terms({labels[m]: histories[labels[m]] for m in keys}, f, f"{experiment}: {title}",
+                                 LOSS_PANELS[group][1], order=order)
+                figures.append((f, f"{title}: one panel per loss term (each term on its own axis), the mean over each "
+                                   "epoch, one line per model of the family."))
+        for ds in run["eval"]:
+            f = fig_dir / f"metric_vs_bucket_{ds}.png"
+            plots.metric_vs_bucket(summary, ds, models, buckets[:-1], metrics, f, f"{experiment}: {ds}", labels)
+            figures.append((f, f"Mean of each metric per hole-ratio bucket on {ds} (test pairs), one line per method; "
+                               "the axes name each metric's unit and direction is in the table headers (↑ higher is better)."))
+            f = fig_dir / f"samples_{ds}.png"
+            shown = _sample_grid(params, experiment, run["train"], ds, models, labels, f)
+            figures.append((f, f"Qualitative samples on {ds}: one test pair per hole-ratio bucket (the one whose image "
+                               "shows the most content: highest pixel standard deviation among images neither nearly "
+                               "black nor white), its input with the holes in white, each method's result, the ground "
+                               f"truth.{shown} Click for full size."))
+    return figures
+
+
+def _sample_grid(params, experiment, train, dataset, models, labels, path: Path) -> str:
+    """The grid of chosen samples; returns a caption note on what was left out."""
     pairs = read_csv(paths.pairs_csv(experiment, dataset, "test"))
     sample_dir = lambda m: paths.result_dir(experiment, train, m) / "samples" / dataset
-    chosen, seen = [], set()
-    for p in pairs:  # one pair per bucket, present for every model
-        if p["bucket"] in seen:
-            continue
-        if all((sample_dir(m) / f"{p['pair_id']}.png").exists() for m in models):
-            chosen.append(p)
-            seen.add(p["bucket"])
-    images = {labels[m]: [load_image(sample_dir(m) / f"{p['pair_id']}.png") for p in chosen] for m in models}
+    # the copy-input floor's result is the input itself: not repeated beside the input column
+    floor = [m for m in models if params.model(m)["arch"] == "copy_input"]
+    shown = [m for m in models if m not in floor]
+    chosen = plots.pick_samples(pairs, lambda p: all((sample_dir(m) / f"{p['pair_id']}.png").exists() for m in shown))
+    images = {labels[m]: [load_image(sample_dir(m) / f"{p['pair_id']}.png") for p in chosen] for m in shown}
     plots.sample_grid(chosen, images, path, f"{experiment}: {dataset}")
+    return (f" {', '.join(labels[m] for m in floor)} (the input copied, the tables' floor) is not repeated beside "
+            "the input column." if floor else "")
+
+
+CSS = ("body{font-family:system-ui,sans-serif;max-width:1250px;margin:1.5em auto;padding:0 1em;color:#222;line-height:1.4}"
+       "table{border-collapse:collapse;font-size:13px;margin:.4em 0 .2em}td,th{border:1px solid #ccc;padding:3px 7px;"
+       "text-align:right;white-space:nowrap}th{background:#f3f3f3;font-weight:600}td.name,th.name{text-align:left}"
+       "td.best{background:#e7f5e7}tr.ref td.name{font-style:italic}.caption{font-size:13px;color:#444;max-width:1100px;"
+       "margin:.2em 0 1.2em}.run{background:#f7f7fb;border:1px solid #dde;padding:.5em 1em;font-size:14px}"
+       ".run td,.run th{border:none;text-align:left;padding:1px 10px 1px 0;white-space:normal}"
+       "figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:13px;color:#444;"
+       "max-width:1100px}code{background:#f5f5f5;padding:1px 4px}nav a{margin-right:1em}.defs{font-size:14px;max-width:1100px}")
 
 
 def build_index(params, experiments: list[str]) -> Path:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>inpaintbench report</title>",
-             "<style>body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
-             "th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}figcaption{font-size:13px;color:#555}"
-             "code{background:#f5f5f5;padding:1px 4px}</style></head><body>",
-             "<h1>inpaintbench report</h1>"]
+    """reports/index.html: first what was run and each experiment's main table, then the paper
+    layouts, efficiency, figures and models; the definitions of metrics, intervals and marks last.
+    Tables are rendered from the table data (table.json, paper_table_data), never from Markdown."""
+    from ..tracking import git_commit
+
     infos = {e: json.loads((paths.report_dir(e) / "report.json").read_text()) for e in experiments}
-    fid = next(iter(infos.values()))["fid"] if infos else {"computed": False, "reason": ""}
-    parts.append(_md_inline(metric_definitions((fid["computed"], fid["reason"]), **tables.definition_settings(params, experiments))))
+    commit = git_commit()
+    built = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>inpaintbench report</title>",
+             f"<style>{CSS}</style></head><body>", "<h1>inpaintbench report</h1>",
+             f"<p>Built {built} from commit <code>{html.escape(commit[:12])}</code>, suite "
+             f"<code>{html.escape(str(params.raw.get('suite')))}</code>. Cells read <code>mean [lo, hi]</code>: the mean "
+             "over a bucket's test images and its bootstrap confidence interval; ▲/▼ significantly better/worse than "
+             "the experiment's reference method; shaded and bold: the best set of a column (the best mean, underlined, and "
+             "every method not significantly worse than it). "
+             "<a href='#definitions'>Definitions of the metrics, intervals and marks</a> are at the end.</p>",
+             "<nav>" + "".join(f"<a href='#{html.escape(e)}'>{html.escape(e)}</a>" for e in infos) + "</nav>"]
     for e, info in infos.items():
-        parts.append(f"<h2 id='{html.escape(e)}'>{html.escape(e)}</h2><p>{html.escape(info['description'])}</p>")
-        parts.append(f"<p><b>FID:</b> {html.escape(info['fid']['reason'])}</p>")
-        parts.append(f"<p>Perceptual-loss backbone used in training: <code>{html.escape(info['perceptual_backbone'])}</code>. "
-                     f"Tables: <a href='experiments/{e}/table.md'>Markdown</a>, <a href='experiments/{e}/table.tex'>LaTeX</a>, <a href='experiments/{e}/table.csv'>CSV</a>.</p>")
-        for ds, md in info["tables"].items():
-            parts.append(f"<h3>{html.escape(ds)}</h3>" + "".join(_markdown_table_to_html(block) for block in md.split("\n\n")))
-        for name, md in info.get("paper_tables", {}).items():
-            parts.append(f"<h3>Paper layout: {html.escape(name)}</h3>" + _md_document_to_html(md)
-                         + f"<p><a href='experiments/{e}/paper_tables/{name}.tex'>LaTeX</a> · <a href='experiments/{e}/paper_tables/{name}.csv'>CSV</a></p>")
+        parts.append(f"<h2 id='{html.escape(e)}'>{html.escape(e)}</h2>"
+                     + (f"<p>{html.escape(info['description'])}</p>" if info.get("description") else ""))
+        parts.append(run_html(info.get("what_was_run")))
+        for ds, data in info.get("table_data", {}).items():
+            parts.append(f"<h3>{html.escape(e)} on {html.escape(ds)}</h3>" + table_data_html(data))
+        parts.append(f"<p>Tables as files: <a href='experiments/{e}/table.md'>Markdown</a>, "
+                     f"<a href='experiments/{e}/table.tex'>LaTeX</a>, <a href='experiments/{e}/table.csv'>CSV</a>.</p>")
+        for name, data in info.get("paper_table_data", {}).items():
+            note = info.get("paper_table_substitutes", {}).get(name, "")
+            note = " ".join(x for x in (run_line(info.get("what_was_run"), data.get("models", [])), note) if x)
+            parts.append(f"<h3>Paper layout: {html.escape(name)}</h3>" + paper_table_html(data, note)
+                         + f"<p><a href='experiments/{e}/paper_tables/{name}.tex'>LaTeX</a> · "
+                           f"<a href='experiments/{e}/paper_tables/{name}.csv'>CSV</a></p>")
         if info.get("efficiency"):
             parts.append("<h3>Parameters and inference time</h3>" + _md_document_to_html(info["efficiency"]))
+        parts.append(experiment_extras_html(e, info))
+        parts.append(f"<h3>Figures</h3><p><b>FID:</b> {html.escape(info['fid']['reason'])}</p>")
         for fig, cap in info["figures"]:
-            parts.append(f"<figure><img src='{html.escape(fig)}' alt='{html.escape(cap)}'><figcaption>{html.escape(cap)}</figcaption></figure>")
-        rows = "".join(
-            "<tr><td style='text-align:left'>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
-                html.escape(m), html.escape(v["arch"]),
-                "" if v.get("trainable_parameters") is None else f"{v['trainable_parameters']:,}",
-                "" if v.get("train_seconds") is None else v["train_seconds"])
-            for m, v in info["models"].items())
-        parts.append("<h3>Models</h3><table><tr><th>model</th><th>architecture</th><th>trainable parameters</th>"
-                     f"<th>training seconds</th></tr>{rows}</table>")
+            parts.append(f"<figure><a href='{html.escape(fig)}'><img src='{html.escape(fig)}' alt='{html.escape(cap)}' "
+                         f"loading='lazy'></a><figcaption>{html.escape(cap)}</figcaption></figure>")
+        parts.append(models_html(info["models"]))
+    fid = next(iter(infos.values()))["fid"] if infos else {"computed": False, "reason": ""}
+    parts.append("<h2 id='definitions'>Definitions</h2><div class='defs'>"
+                 + _md_inline(metric_definitions((fid["computed"], fid["reason"]), **tables.definition_settings(params, experiments)))
+                 + "</div>")
     parts.append("</body></html>")
     _dvc_metrics_and_plots(params, experiments)
     out = paths.REPORTS / "index.html"
     write_text(out, "\n".join(parts))
     return out
+
+
+def experiment_extras_html(experiment: str, info: dict) -> str:
+    """Sections other steps add to an experiment (e.g. compute cost per table): report.json keys
+    rendered here, after the tables. Empty when there are none."""
+    return ""
+
+
+def what_was_run(params, experiment: str) -> dict:
+    """What produced an experiment's tables, derived from the params and the run files: image
+    size, the training schedule per learned model (epochs x steps, batch, steps actually run, on
+    which device), the test pairs per bucket, the perceptual backbone and teacher, commit and date."""
+    import datetime
+
+    from ..tracking import git_commit
+
+    exp = params.experiment(experiment)
+    schedules: dict[str, list[str]] = {}
+    done = []
+    for m in exp["models"]:
+        if not params.is_learned(m):
+            continue
+        cfg = params.training(m, experiment)
+        e, s, b = int(cfg.get("epochs", 0)), int(cfg.get("steps_per_epoch", 0)), int(cfg.get("batch_size", 0))
+        key = f"{e} epochs × {s} steps = {e * s:,} steps, batch {b}, learning rate {cfg.get('optimizer', {}).get('lr', '?')}"
+        schedules.setdefault(key, []).append(m)
+        for run in exp["runs"]:
+            rj = paths.run_dir(experiment, run["train"], m) / "run.json"
+            if rj.exists():
+                r = json.loads(rj.read_text())
+                stamp = datetime.datetime.fromtimestamp(rj.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+                done.append({"model": params.model(m).get("label", m), "train": run["train"], "steps": r.get("steps"),
+                             "device": r.get("device"), "seconds": r.get("train_seconds"), "finished": stamp,
+                             "commit": r.get("git_commit")})
+    summary_file = paths.summary_csv(experiment)
+    n_pairs = {}
+    if summary_file.exists():
+        s = pd.read_csv(summary_file)
+        s = s[s["bucket"] != "all"]
+        for (ds, bucket), g in s.groupby(["dataset", "bucket"], sort=False):
+            n_pairs.setdefault(ds, {})[bucket] = int(g["count"].max())
+    teacher = params.teacher(experiment)
+    uses_teacher = any("teacher" in params.model(m).get("requires", []) for m in exp["models"])
+    return {"size": exp["size"], "runs": [{"train": r["train"], "eval": r["eval"]} for r in exp["runs"]],
+            "schedules": [{"setting": k, "model_names": v, "models": [params.model(m).get("label", m) for m in v]}
+                          for k, v in schedules.items()], "trained": done,
+            "pairs_per_bucket": n_pairs, "masks": exp.get("masks"),
+            "perceptual": _backbone_text(params.perceptual(experiment)),
+            "teacher": (teacher.get("kind", "trained") if uses_teacher else None),
+            "commit": git_commit(), "seed": params.seed}
+
+
+def run_html(run: dict | None) -> str:
+    if not run:
+        return ""
+    rows = [("image size", f"{run['size']} × {run['size']} px"),
+            ("train → evaluate", "; ".join(f"{r['train']} → {', '.join(r['eval'])}" for r in run["runs"])),
+            ("test masks", str(run.get("masks"))),
+            ("test pairs per bucket", "; ".join(f"{ds}: " + ", ".join(f"{b} n={n}" for b, n in bs.items())
+                                                for ds, bs in run["pairs_per_bucket"].items()) or "—")]
+    for s in run["schedules"]:
+        rows.append(("training", f"{s['setting']} ({', '.join(s['models'])})"))
+    if run["trained"]:
+        devices = sorted({str(t['device']) for t in run["trained"]})
+        last = max(t["finished"] for t in run["trained"])
+        commits = sorted({t["commit"][:12] for t in run["trained"] if t.get("commit")})
+        total = sum(float(t["seconds"] or 0) for t in run["trained"])
+        rows.append(("trained", f"{len(run['trained'])} runs on {', '.join(devices)}, {total:,.0f} s in all, last finished "
+                                f"{last}" + (f", commit {', '.join(commits)}" if commits else "")))
+    rows.append(("perceptual loss backbone", run["perceptual"]))
+    if run.get("teacher"):
+        rows.append(("SAHN teacher", run["teacher"]))
+    rows.append(("report commit, seed", f"{run['commit'][:12]}, seed {run['seed']}"))
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<div class='run'><b>What was run</b><table>{body}</table></div>"
+
+
+def run_line(run: dict | None, models: list[str]) -> str:
+    """One sentence of what produced a table's numbers ("Ours: 64 px, ... steps, n = ... per bucket"),
+    derived from what_was_run, for the methods of the table."""
+    if not run:
+        return ""
+    sched = [f"{s['setting']} ({', '.join(s['models'])})" for s in run["schedules"]
+             if not models or set(s.get("model_names", [])) & set(models)]
+    ns = sorted({n for bs in run["pairs_per_bucket"].values() for n in bs.values()})
+    return (f"Ours: {run['size']} px; training {'; '.join(sched) if sched else 'none (classical methods)'}; "
+            f"n = {', '.join(map(str, ns))} test pairs per bucket.")
+
+
+def table_data_html(data: dict) -> str:
+    """One HTML table per metric (methods × buckets) from report.tables' table data: cells
+    `mean [lo, hi]` with ▲/▼, the column's best set shaded and bold, n per bucket in the header;
+    the caption (what the marks mean) below, in plain text."""
+    from .tables import cell_text
+
+    out = []
+    for met in data["metrics"]:
+        k = met["metric"]
+        if not any(r["cells"][k][b["bucket"]]["mean"] is not None for r in data["rows"] for b in data["buckets"]):
+            continue
+        head = f"<th class='name'>{html.escape(met['title'])}</th>" + "".join(
+            f"<th>{html.escape(b['bucket'])}" + (f"<br><small>n={b['n']}</small>" if b.get("n") is not None else "") + "</th>"
+            for b in data["buckets"])
+        top = {}
+        for b in data["buckets"]:
+            vals = [r["cells"][k][b["bucket"]]["mean"] for r in data["rows"] if r["cells"][k][b["bucket"]]["mean"] is not None]
+            top[b["bucket"]] = (max if met.get("higher_is_better", True) else min)(vals) if vals else None
+        body = []
+        for r in data["rows"]:
+            cells = []
+            for b in data["buckets"]:
+                c = r["cells"][k][b["bucket"]]
+                text = html.escape(cell_text(c, k))
+                if c.get("mean") is not None and c["mean"] == top[b["bucket"]]:
+                    text = f"<u>{text}</u>"  # the best mean of the column
+                tip = []
+                if c.get("diff") is not None:
+                    tip.append(f"vs reference: {c['diff']:+.4g}" + (f" [{c['diff_lo']:.4g}, {c['diff_hi']:.4g}]"
+                                                                     if c.get("diff_lo") is not None else ""))
+                if c.get("p_holm") is not None:
+                    tip.append(f"Holm-adjusted p = {c['p_holm']:.3g}")
+                title = f" title='{html.escape('; '.join(tip))}'" if tip else ""
+                if c.get("best") and c.get("mean") is not None:
+                    cells.append(f"<td class='best'{title}><strong>{text}</strong></td>")
+                else:
+                    cells.append(f"<td{title}>{text}</td>")
+            label = html.escape(r["label"] + (" (ref.)" if r.get("is_reference") else ""))
+            body.append(f"<tr{' class=ref' if r.get('is_reference') else ''}><td class='name'>{label}</td>{''.join(cells)}</tr>")
+        out.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
+    caption = (data.get("caption", "") + " Underlined: the best mean of the column.").strip()
+    return "".join(out) + f"<p class='caption'>{html.escape(caption)}</p>"
+
+
+def paper_table_data(pt) -> dict:
+    """A paper-layout table as plain data for the HTML page: header levels, rows (index labels and
+    cell texts) and which cells are best (computed by report.paper_tables, shown bold in its LaTeX)."""
+    from .paper_tables import _caption, _layout
+
+    wide = _layout(pt.tidy, pt.spec, numeric=False, bold="latex")
+    cols = list(wide.columns) if isinstance(wide.columns, pd.MultiIndex) else [(c,) for c in wide.columns]
+    rows = []
+    for idx, values in zip(wide.index, wide.itertuples(index=False)):
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        cells = []
+        for v in values:
+            v = "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
+            best = v.startswith("\\textbf{") and v.endswith("}")
+            cells.append({"text": v[len("\\textbf{"):-1] if best else v, "best": best})
+        rows.append({"index": [str(i) for i in idx], "cells": cells})
+    labels = sorted(set(pt.tidy.loc[pt.tidy["model"].astype(str) != "", "model"].astype(str)))  # our model names
+    return {"index_names": [str(n or "") for n in wide.index.names], "columns": [[str(x) for x in c] for c in cols],
+            "rows": rows, "caption": _caption(pt), "models": labels}
+
+
+def paper_table_html(data: dict, note: str = "") -> str:
+    levels = max((len(c) for c in data["columns"]), default=1)
+    head = []
+    for lvl in range(levels):
+        cells = [f"<th class='name'>{html.escape(n) if lvl == levels - 1 else ''}</th>" for n in data["index_names"]]
+        prev, span = None, 0
+        groups = []
+        for c in data["columns"]:
+            label = c[lvl] if lvl < len(c) else ""
+            key = tuple(c[:lvl + 1])
+            if groups and groups[-1][0] == key:
+                groups[-1][2] += 1
+            else:
+                groups.append([key, label, 1])
+        cells += [f"<th colspan='{n}'>{html.escape(label)}</th>" if n > 1 else f"<th>{html.escape(label)}</th>"
+                  for _, label, n in groups]
+        head.append("<tr>" + "".join(cells) + "</tr>")
+    body = []
+    prev_idx = None
+    for r in data["rows"]:
+        idx_cells = []
+        for i, v in enumerate(r["index"]):
+            same = prev_idx is not None and prev_idx[:i + 1] == r["index"][:i + 1] and i < len(r["index"]) - 1
+            idx_cells.append(f"<td class='name'>{'' if same else html.escape(v)}</td>")
+        prev_idx = r["index"]
+        cells = [f"<td class='best'><strong>{html.escape(c['text'])}</strong></td>" if c["best"] and c["text"]
+                 else f"<td>{html.escape(c['text'])}</td>" for c in r["cells"]]
+        body.append("<tr>" + "".join(idx_cells) + "".join(cells) + "</tr>")
+    caption = html.escape(data.get("caption", "")) + (f" {html.escape(note)}" if note else "")
+    return f"<table>{''.join(head)}{''.join(body)}</table><p class='caption'>{caption}</p>"
+
+
+def models_html(models: dict) -> str:
+    rows = "".join(
+        "<tr><td class='name'>{}</td><td class='name'>{}</td><td>{}</td><td>{}</td><td>{}</td><td class='name'>{}</td></tr>".format(
+            html.escape(v.get("label", m)), html.escape(v["arch"]),
+            "" if v.get("trainable_parameters") is None else f"{v['trainable_parameters']:,}",
+            "" if v.get("steps") is None else f"{v['steps']:,}",
+            "" if v.get("train_seconds") is None else v["train_seconds"], html.escape(str(v.get("device") or "")))
+        for m, v in models.items())
+    return ("<h3>Models</h3><table><tr><th class='name'>model</th><th class='name'>architecture</th>"
+            "<th>trainable parameters</th><th>training steps</th><th>training seconds</th><th class='name'>device</th></tr>"
+            f"{rows}</table>")
 
 
 def _dvc_metrics_and_plots(params, experiments: list[str]) -> None:
@@ -290,7 +529,12 @@ def _dvc_metrics_and_plots(params, experiments: list[str]) -> None:
         summary = pd.read_csv(paths.summary_csv(e))
         sel = summary[(summary["bucket"] == "all") & (summary["dataset"] == main_ds) & summary["metric"].isin(HEADLINE)]
         for r in sel.itertuples():
-            metrics.setdefault(e, {}).setdefault(labels.get(r.model, r.model), {})[r.metric] = round(float(r.mean), 4)
+            cell = metrics.setdefault(e, {}).setdefault(labels.get(r.model, r.model), {})
+            cell[r.metric] = round(float(r.mean), 4)
+            for bound in ("lo", "hi"):  # the bootstrap CI of the mean (report.aggregate), for `dvc metrics show`
+                value = getattr(r, bound, float("nan"))
+                if pd.notna(value):
+                    cell[f"{r.metric}_{bound}"] = round(float(value), 4)
     write_json(paths.REPORTS / "metrics.json", metrics)
     plot_dir = paths.REPORTS / "plots"
     if plot_dir.exists():
