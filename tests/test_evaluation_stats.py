@@ -219,3 +219,38 @@ def test_paper_table_gets_cis_marks_and_best_set():
     md = to_markdown(pt)
     assert "▲" in md and "Wilcoxon" in md and f"[{v.loc['good', 'ours_lo']:.4f}, {v.loc['good', 'ours_hi']:.4f}]" in md
     assert r"\blacktriangle" in to_latex(pt)
+
+
+# ---------------------------------------------------------------- FID/KID from saved features; dvc metrics
+def test_fid_and_kid_with_cis_come_from_the_saved_features(pairs_ready):
+    from inpaintbench.metrics.fid import frechet_distance_from_features
+    from inpaintbench.metrics.kid import kid
+
+    _set(pairs_ready, fid={"enabled": True, "random_init": True, "batch_size": 8, "input_size": 75, "ci_resamples": 50})
+    params = load_params()
+    evaluate_job(params, "tiny", "photos", "biharmonic")
+    d = paths.result_dir("tiny", "photos", "biharmonic")
+    fid = pd.read_csv(d / "fid.csv")
+    assert set(fid["metric"]) == {"fid", "kid"} and set(fid["bucket"]) == {"(0.1, 0.3]", "(0.3, 0.5]", "all"}
+    saved = np.load(d / "features_photos.npz")
+    assert saved["real"].shape == (6, 2048) and list(saved["bucket"]) == [r["bucket"] for r in read_csv(paths.pairs_csv("tiny", "photos", "test"))]
+    row = fid[(fid.dataset == "photos") & (fid.bucket == "all")].set_index("metric")
+    real, fake = saved["real"].astype(np.float64), saved["fake"].astype(np.float64)
+    assert row.loc["fid", "mean"] == pytest.approx(frechet_distance_from_features(real, fake), rel=1e-3)
+    assert row.loc["kid", "mean"] == pytest.approx(kid(real, fake), rel=1e-3, abs=1e-6)
+    assert (row["lo"] <= row["hi"]).all() and row["count"].tolist() == [6, 6]
+
+
+def test_dvc_metrics_carry_the_ci_bounds(pairs_ready):
+    from inpaintbench.report.build import _dvc_metrics_and_plots
+
+    params = load_params()
+    params.raw["experiments"]["tiny"]["models"] = ["copy-input", "biharmonic"]
+    for m in ("copy-input", "biharmonic"):
+        evaluate_job(params, "tiny", "photos", m)
+    summary = pd.read_csv(aggregate_experiment(params, "tiny"))
+    _dvc_metrics_and_plots(params, ["tiny"])
+    metrics = json.loads((paths.REPORTS / "metrics.json").read_text())
+    cell = next(iter(metrics["tiny"].values()))
+    assert {"psnr", "psnr_lo", "psnr_hi"} <= set(cell) and cell["psnr_lo"] <= cell["psnr"] <= cell["psnr_hi"]
+    assert len(summary)
