@@ -54,3 +54,16 @@ def test_sixteen_bit_mask_is_thresholded_at_mid_grey(tmp_path):
     Image.fromarray(hole).save(path)
     mask = load_mask(path, 32)
     assert mask[:, :16].all() and not mask[:, 16:].any()
+
+
+def test_training_refuses_a_changed_prepared_image(project):
+    from inpaintbench.config import load_params
+    from inpaintbench.train.trainer import train_job
+
+    for argv in (["prepare", "photos"], ["masks", "generated", "--size", "32"], ["pairs", "tiny", "photos", "--split", "val"]):
+        assert main(argv) == 0
+    row = next(r for r in read_csv(paths.prepared_manifest("photos")) if r["split"] == "train")
+    path = paths.prepared_dir("photos") / row["path"]
+    Image.fromarray(255 - np.asarray(Image.open(path).convert("RGB"))).save(path)
+    with pytest.raises(InpaintBenchError, match="does not match the sha256"):
+        train_job(load_params(), "tiny", "photos", "pconv", track=False, progress=False)

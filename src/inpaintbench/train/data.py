@@ -112,7 +112,12 @@ def train_images(manifest: Path, size: int, split: str = "train", workers: int =
     rows = [r for r in read_csv(manifest) if r["split"] == split]
     if not rows:
         raise InpaintBenchError(f"{manifest} has no {split!r} images to train on")
-    files = [manifest.parent / r["path"] for r in sorted(rows, key=lambda r: r["id"])]
+    rows = sorted(rows, key=lambda r: r["id"])
+    files = [manifest.parent / r["path"] for r in rows]
+    from ..integrity import verify_sha256
+
+    for f, r in zip(files, rows):  # the images must be the ones the manifest promises (issue 15)
+        verify_sha256(f, r.get("sha256", ""), str(manifest))
     return open_store("images", manifest.parent.name, manifest, files, size, workers)
 
 
