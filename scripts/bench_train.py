@@ -15,6 +15,7 @@ On CUDA each model runs three ways: fp32 eager, bf16 autocast, bf16 + torch.comp
 
     uv run python scripts/bench_train.py --model pconv --size 64 --batch 8
     uv run python scripts/bench_train.py --all-pub --json benchmarks/train-cuda.json   # on a GPU machine
+    uv run python scripts/bench_train.py --all-pub --flops   # CPU: FLOPs/memory counts for the cost estimate
 
 `--all-pub` runs every ``*-pub`` model of params.yaml at its experiment's resolution and batch
 (a few steps each); `--json` writes the rows, which report/cost.py reads (the cost per table).
@@ -22,7 +23,6 @@ On CUDA each model runs three ways: fp32 eager, bf16 autocast, bf16 + torch.comp
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import shlex
@@ -38,44 +38,12 @@ import torch
 from inpaintbench.config import load_params
 from inpaintbench.errors import InpaintBenchError
 from inpaintbench.models import registry
-from inpaintbench.models.base import BuildContext
+from inpaintbench.report import cost
+from inpaintbench.report.cost import build_for_benchmark as build
+from inpaintbench.report.cost import experiment_of
 from inpaintbench.report.efficiency import device_name
 from inpaintbench.train import data
-from inpaintbench.train.trainer import make_optimizer, train_step
-
-
-def experiment_of(params, model: str) -> str | None:
-    """The first experiment that lists `model` (its size and training settings apply)."""
-    return next((name for name, exp in params.raw["experiments"].items() if model in exp.get("models", [])), None)
-
-
-def _seeded_teacher(params, experiment: str | None, folder: Path) -> str:
-    from inpaintbench.train.teacher import TeacherCNN, save_teacher
-
-    widths = params.teacher(experiment).get("widths", [8, 16, 32, 64]) if experiment else [8, 16, 32, 64]
-    torch.manual_seed(0)
-    labels = [f"label{i}" for i in range(8)]
-    path = folder / "teacher.pt"
-    save_teacher(path, TeacherCNN(len(labels), widths), labels, {"widths": widths})
-    return str(path)
-
-
-def build(params, model_name: str, size: int, device: str, folder: Path):
-    spec = params.model(model_name)
-    experiment = experiment_of(params, model_name)
-    artifacts = {}
-    if "teacher" in spec.get("requires", []):
-        artifacts["teacher"] = _seeded_teacher(params, experiment, folder)  # same shapes as a trained one
-    ctx = BuildContext(image_size=size, seed=0, perceptual=dict(params.raw.get("perceptual", {"backbone": "random-vgg16"})),
-                       artifacts=artifacts, num_labels=8, device=device,
-                       **({"teacher": params.teacher(experiment)} if experiment and "teacher" in BuildContext.__dataclass_fields__ else {}))
-    torch.manual_seed(0)
-    model = registry.build(spec["arch"], spec.get("args"), spec.get("loss"), ctx).to(device)
-    cfg = params.training(model_name, experiment)
-    opt_g = make_optimizer(model.generator_parameters(), cfg["optimizer"])
-    opt_d = (make_optimizer(model.discriminator.parameters(), cfg.get("d_optimizer", cfg["optimizer"]))
-             if model.discriminator is not None else None)
-    return model, opt_g, opt_d
+from inpaintbench.train.trainer import train_step
 
 
 def random_store(n: int, size: int) -> np.ndarray:
@@ -144,6 +112,27 @@ def bench_model(params, model_name: str, size: int, batch: int, device: str, ste
             "steps": steps}
 
 
+def count_flops(params, names: list[str], size: int | None) -> int:
+    """Merge FLOP/memory counts of `names` into benchmarks/train-flops-cpu.json (one row per model, size)."""
+    path = cost.FLOPS_FILE
+    old = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    rows = {(r["model"], r["size"]): r for r in old["rows"]}
+    for name in names:
+        experiment = experiment_of(params, name)
+        s = size or (params.experiment(experiment)["size"] if experiment else 64)
+        start = time.perf_counter()
+        r = cost.measure_step(params, name, s)
+        rows[(name, s)] = r
+        print(f"{name:20s} {s}px: {r['flops_per_sample'] / 1e9:,.1f} GFLOP per sample per step (counted at {r['measured_at']}px, "
+              f"x{r['scale']:g}), saved activations {r['saved_bytes_per_sample'] / 2**20:,.0f} MiB/sample, "
+              f"{r['trainable_parameters'] / 1e6:.1f} M params ({time.perf_counter() - start:.0f} s)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"command": shlex.join(["python", *sys.argv]), "torch": torch.__version__,
+                                "rows": sorted(rows.values(), key=lambda r: (r["model"], r["size"]))}, indent=1) + "\n")
+    print("wrote", path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", help="a models: entry of params.yaml (repeatable)")
@@ -156,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--modes", default=None, help="comma list of fp32,bf16,bf16-compile (default: all on CUDA, fp32 on CPU)")
     ap.add_argument("--pipeline-size", type=int, default=256, help="image side of the pipeline-only measurement")
+    ap.add_argument("--flops", action="store_true",
+                    help=f"only count FLOPs and saved activations per sample (CPU) into {cost.FLOPS_FILE} (report/cost.py)")
     ap.add_argument("--json", type=Path, help="write the rows here (report/cost.py reads benchmarks/train-<device>.json)")
     ns = ap.parse_args(argv)
     torch.set_num_threads(ns.threads)
@@ -165,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         names += [m for m in params.raw["models"] if m.endswith("-pub") and registry.is_learned(params.model(m)["arch"])]
     if not names:
         ap.error("give --model NAME or --all-pub")
+    if ns.flops:
+        return count_flops(params, names, ns.size)
     modes = ns.modes.split(",") if ns.modes else (["fp32", "bf16", "bf16-compile"] if ns.device.startswith("cuda") else ["fp32"])
     print("command:", shlex.join(["python", *sys.argv]))
     print("device:", device_name(ns.device), f"| torch threads {ns.threads} | pipeline workers {ns.workers}")
@@ -179,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         store = random_store(64, size)
         for mode in modes:
             try:
-                with torch.autocast("cuda", enabled=False) if ns.device.startswith("cuda") else contextlib.nullcontext():
-                    r = bench_model(params, name, size, batch, ns.device, ns.steps, ns.workers, store, mode)
+                r = bench_model(params, name, size, batch, ns.device, ns.steps, ns.workers, store, mode)
             except (InpaintBenchError, RuntimeError) as exc:  # e.g. CUDA out of memory: say so, go on
                 print(f"{name} {mode}: failed: {str(exc).splitlines()[0]}")
                 rows.append({"model": name, "mode": mode, "size": size, "batch": batch, "error": str(exc).splitlines()[0]})

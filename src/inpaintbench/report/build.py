@@ -13,7 +13,7 @@ import pandas as pd
 
 from .. import paths
 from ..io import load_image, read_csv, write_json, write_text
-from . import plots, tables
+from . import cost, plots, tables
 from .paper_tables import metric_definitions
 
 METRICS = ["psnr", "ssim", "l1", "l1_hole", "lpips", "fid", "kid"]
@@ -128,7 +128,9 @@ def build_experiment(params, experiment: str) -> dict:
             "fid": fid, "perceptual_backbone": _backbone_text(params.perceptual(experiment)),
             "paper_table_substitutes": substitutes, "paper_table_data": paper_data,
             "what_was_run": what_was_run(params, experiment),
-            "models": {m: _model_info(params, experiment, exp, m) for m in models}}
+            "models": {m: _model_info(params, experiment, exp, m) for m in models},
+            "cost": cost.table_costs(params, experiment)}  # GPU-hours / peak memory per table (report/cost.py)
+    write_text(out_dir / "cost.md", cost.cost_markdown(info["cost"]))
     write_json(out_dir / "report.json", info)
     return info
 
@@ -318,7 +320,7 @@ def build_index(params, experiments: list[str]) -> Path:
 def experiment_extras_html(experiment: str, info: dict) -> str:
     """Sections other steps add to an experiment (e.g. compute cost per table): report.json keys
     rendered here, after the tables. Empty when there are none."""
-    return ""
+    return cost.cost_html(info.get("cost"))
 
 
 def what_was_run(params, experiment: str) -> dict:
