@@ -6,8 +6,7 @@
   1 - alpha/2 quantiles of the B resampled means. ``method="bca"``: bias-corrected and
   accelerated (Efron 1987; DiCiccio & Efron 1996), acceleration from the jackknife of the mean,
   which is closed form: the leave-one-out means are (sum - x_i) / (n - 1).
-* ``bootstrap_stat_ci(stat, n)``: the same for any statistic of a resample of n indices (FID and
-  KID over the paired image sets: the same resampled pairs on the real and the fake side).
+* FID and KID CIs resample the pairs of the two Inception feature sets (``metrics.kid.feature_cis``).
 * ``paired_comparison(x, ref)``: per row, the mean paired difference x - ref with its bootstrap CI
   (as above) and the two-sided Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``, zero
   differences dropped - Wilcoxon's treatment -, exact null distribution for n <= 50 without ties,
@@ -21,7 +20,7 @@ Settings (params.yaml ``evaluation.bootstrap``): ``resamples`` (B, default 1000)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 from scipy import special, stats
@@ -135,23 +134,6 @@ def bootstrap_mean_ci(values, settings: BootstrapSettings = BootstrapSettings())
         boot = xf @ resample_counts(n, settings).T / n  # k x B resampled means
         lo[finite], hi[finite] = ci_from_boot(xf, boot, settings)
     return (lo[0], hi[0]) if squeeze else (lo, hi)
-
-
-def bootstrap_stat_ci(stat: Callable[[np.ndarray], float], n: int, settings: BootstrapSettings = BootstrapSettings(),
-                      *, estimate: float | None = None) -> tuple[float, float]:
-    """CI of ``stat(indices)`` over B resamples of n indices with replacement (percentile, or BCa
-    with the jackknife of ``stat``). ``stat(np.arange(n))`` is the estimate."""
-    if n < 2:
-        return float("nan"), float("nan")
-    idx = _resample_indices(n, settings.resamples, settings.seed)
-    boot = np.array([stat(i) for i in idx], dtype=np.float64)[None]
-    if settings.method == "bca":
-        theta = np.array([stat(np.arange(n)) if estimate is None else estimate])
-        jack = np.array([[stat(np.delete(np.arange(n), i)) for i in range(n)]])
-        lo, hi = _bca(boot, theta, jack, settings.level)
-    else:
-        lo, hi = _percentile(boot, settings.level)
-    return float(lo[0]), float(hi[0])
 
 
 def wilcoxon_p(diff) -> np.ndarray:
