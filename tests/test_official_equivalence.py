@@ -18,6 +18,7 @@ COMMITS = {
     "lama": "786f5936b27fb3dacd2b1ad799e4de968ea697e7",  # advimman/lama
     "edgeconnect": "3142579785c5c8cc92ad655616d40f4f52fc7ec1",  # knazeri/edge-connect
     "rfr": "e1cad6a8181f0eb69ea0e6338c40d56783da0a21",  # jingyuanli001/RFR-Inpainting
+    "pconv_mmagic": "0a560bba9b79ebe78574e1d4cbbdd0e798e63568",  # open-mmlab/mmagic
 }
 
 
@@ -35,6 +36,9 @@ def seeded_state(spec: list, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     state = {}
     for name, shape, dtype in spec:
+        if name.endswith("weight_mask_updater"):  # partial-conv mask kernels: constant ones
+            state[name] = torch.ones(shape)
+            continue
         if dtype != "torch.float32":
             state[name] = torch.zeros(shape, dtype=getattr(torch, dtype.split(".")[1]))
             continue
@@ -102,6 +106,23 @@ def test_rfr_matches_official_rfrnet():
     model = RFRNet(**args).eval()
     model.load_state_dict(state, strict=True)
     assert len(state) == len(official)
+    image, mask = data["image"], data["mask"]
+    with torch.no_grad():
+        out = model(image * (1 - mask), mask)
+    assert_close(out, data["output"])
+
+
+def test_pconv_matches_mmagic_pconv_encoder_decoder():
+    from inpaintbench.models.pconv import PConvUNet, convert_mmagic
+
+    data = fixture("pconv_mmagic")
+    official = seeded_state(data["spec"], data["seed"])
+    assert abs(sum(float(v.double().sum()) for v in official.values() if v.is_floating_point()) - data["checksum"]) < 1e-6
+    args, state = convert_mmagic(official)
+    assert args == {"base": 8, "depth": 7, "value_range": "pm1"}
+    model = PConvUNet(**args).eval()
+    model.load_state_dict(state, strict=True)
+    assert len(state) == len(official) - sum(k.endswith("weight_mask_updater") for k in official)
     image, mask = data["image"], data["mask"]
     with torch.no_grad():
         out = model(image * (1 - mask), mask)

@@ -139,6 +139,23 @@ def test_released_edgeconnect_pair_and_rfr(hub):
         released.build_released("x", {"arch": "lama_fourier", "weights": {"format": "rfr", "file": "rfr.pth", "url": "u"}})
 
 
+def test_released_mmagic_pconv_with_its_name_hash(hub):
+    data = fixture("pconv_mmagic")
+    ckpt = {"meta": {"mmedit_version": "0.4.0", "config": "model = dict(type='PConvInpaintor')"},
+            "state_dict": seeded_state(data["spec"], data["seed"])}
+    tmp = hub / "tmp.pth"
+    hub.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, tmp)
+    name = f"pconv_test_20200619-{released.sha256_of(tmp)[:8]}.pth"  # MMLab names end in the hash
+    tmp.rename(hub / name)
+    spec = {"arch": "pconv_unet", "weights": {"format": "mmagic-pconv", "file": name, "url": "u"}}
+    model = released.build_released("pconv-test", spec)
+    image, mask = data["image"], data["mask"]
+    with torch.no_grad():
+        out = model(image * (1 - mask), mask)
+    assert float((out - data["output"]).abs().max()) <= 1e-5
+
+
 def test_params_score_released_entries_only_when_present(hub, tmp_path):
     params = tiny_params()
     params["models"]["lama-test"] = lama_spec()

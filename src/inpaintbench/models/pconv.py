@@ -5,6 +5,12 @@ the first). Decoder: nearest ×2 upsampling of features *and* mask, concatenatio
 skip (features and masks), partial conv 3×3 with LeakyReLU(0.2); the last layer sees the input
 image and has no BN/activation. Width doubles per level up to 8× `base` (512 at published size:
 base 64, depth 8, ~32.9 M parameters at 512×512 input). Losses: Eq. 8 (train/losses.py).
+
+The decoder's mask is the concatenation of the up-sampled mask and the skip's mask, one channel
+per feature channel (NVIDIA's multi-channel partial conv, as Liu et al. concatenate masks and as
+MMagic's PConvDecoder does): sum(1)/sum(M) then counts channels too. NVIDIA released no
+inpainting weights; MMagic's PConv checkpoints (7 layers, images in [-1, 1]) load through
+`convert_mmagic` with ``depth: 7, value_range: pm1`` and reproduce MMagic's output.
 """
 from __future__ import annotations
 
@@ -20,8 +26,11 @@ from .registry import register
 
 class PConvUNet(PConvLossModel):
     def __init__(self, base: int = 16, depth: int = 4, backbone: nn.Module | None = None,
-                 loss_weights: dict | None = None):
+                 loss_weights: dict | None = None, value_range: str = "01"):
         super().__init__()
+        if value_range not in ("01", "pm1"):
+            raise ValueError(f"value_range must be '01' or 'pm1' (MMagic's [-1, 1]), got {value_range!r}")
+        self.value_range = value_range
         kernels = [7, 5, 5] + [3] * max(0, depth - 3)
         widths = [min(base * 2 ** i, base * 8) for i in range(depth)]
         self.enc = nn.ModuleList()
@@ -41,6 +50,8 @@ class PConvUNet(PConvLossModel):
 
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x, valid = image_in, 1 - mask  # partial conv wants 1 = known
+        if self.value_range == "pm1":
+            x = x * 2 - 1
         skips = [(x, valid)]
         for block in self.enc:
             x, valid = block(x, valid)
@@ -50,12 +61,40 @@ class PConvUNet(PConvLossModel):
             s, sv = skips.pop()
             x = F.interpolate(x, size=s.shape[-2:], mode="nearest")
             valid = F.interpolate(valid, size=s.shape[-2:], mode="nearest")
-            # the concatenated mask is the union of valid positions of both inputs
-            x, valid = block(torch.cat([x, s], 1), torch.clamp(valid + sv, max=1.0))
-        return x
+            # the concatenated mask has one channel per concatenated feature channel
+            masks = torch.cat([valid.expand(-1, x.shape[1], -1, -1), sv.expand(-1, s.shape[1], -1, -1)], 1)
+            x, valid = block(torch.cat([x, s], 1), masks)
+        return (x + 1) / 2 if self.value_range == "pm1" else x
 
 
 @register("pconv_unet")
 def build(args: dict, loss: dict, ctx: BuildContext) -> PConvUNet:
     backbone = build_backbone(ctx.perceptual, ctx)
     return PConvUNet(backbone=backbone, loss_weights=loss.get("weights"), **args)
+
+
+# --- MMagic checkpoints (open-mmlab/mmagic mmagic/models/editors/pconv: PConvEncoder/Decoder) ---
+def convert_mmagic(state: dict) -> tuple[dict, dict]:
+    """(args, our state dict) from an MMagic/mmediting PConv state dict (``state_dict`` of the
+    mmengine checkpoint; ``generator.`` keys). encoder.enc{i} -> enc.{i-1}, decoder.dec{i} ->
+    dec.{depth-i}; ConvModule's ``conv``/``bn`` names are ours; the constant all-ones
+    ``weight_mask_updater`` buffers are checked and dropped."""
+    state = {k[len("generator."):] if k.startswith("generator.") else k: v for k, v in state.items()
+             if not k.startswith(("disc.", "discriminator."))}
+    depth = len({k.split(".")[1] for k in state if k.startswith("encoder.enc")})
+    out = {}
+    for key, value in state.items():
+        part, layer, rest = key.split(".", 2)
+        if rest.endswith("weight_mask_updater"):
+            if not bool((value == 1).all()):
+                raise KeyError(f"{key} is not all ones: not a partial-conv mask updater")
+            continue
+        i = int(layer[3:])
+        if part == "encoder" and layer.startswith("enc"):
+            out[f"enc.{i - 1}.{rest}"] = value
+        elif part == "decoder" and layer.startswith("dec"):
+            out[f"dec.{depth - i}.{rest}"] = value
+        else:
+            raise KeyError(f"unexpected key {key!r} in an MMagic PConv state dict")
+    base = int(out["enc.0.conv.weight"].shape[0])
+    return {"base": base, "depth": depth, "value_range": "pm1"}, out

@@ -34,6 +34,10 @@ Formats (the official code's conventions; each converter lands on our convention
   Input [0, 1], mask 1 = hole, holes filled with 1; Canny σ 2 on the known region (config SIGMA).
 * ``rfr``: jingyuanli001/RFR-Inpainting ``{'n_iter', 'generator', …}``. Input [0, 1] image ⊙ M
   with M 1 = *valid* (3 channels): the converter's model takes our hole mask and inverts it.
+* ``mmagic-pconv``: mmengine/mmediting checkpoint ``{'meta', 'state_dict'}`` with
+  ``generator.encoder.enc*`` / ``generator.decoder.dec*`` keys (7 layers). Images in [-1, 1]
+  (DataPreprocessor mean = std = 127.5), mask 1 = valid for the network: the model is built with
+  ``value_range: pm1`` and inverts our hole mask.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ import torch
 
 from ..errors import InpaintBenchError
 
-FORMATS = ("lama", "edgeconnect", "rfr")
+FORMATS = ("lama", "edgeconnect", "rfr", "mmagic-pconv")
 _MMLAB_HASH = re.compile(r"-([0-9a-f]{8})\.pth$")
 
 
@@ -219,6 +223,13 @@ def convert(fmt: str, objects: dict[str, dict]) -> tuple[str, dict, dict[str, di
         state = obj.get("generator", obj)
         args, converted = convert_official(_tensors(state, "the checkpoint's 'generator' entry"))
         return "rfr", args, {"": converted}
+    if fmt == "mmagic-pconv":
+        from .pconv import convert_mmagic
+
+        (obj,) = objects.values()
+        state = obj.get("state_dict", obj)
+        args, converted = convert_mmagic(_tensors(state, "the checkpoint's 'state_dict'"))
+        return "pconv_unet", args, {"": converted}
     raise InpaintBenchError(f"unknown released-weights format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
