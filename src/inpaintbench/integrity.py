@@ -47,12 +47,14 @@ def sha256_file(path: str | os.PathLike) -> str:
     return _HASHED[key]
 
 
-def record(path: str | os.PathLike, rows: int | None = None) -> None:
-    """Write the record of `path` as it is now (call right after the file is complete)."""
+def record(path: str | os.PathLike, rows: int | None = None, source: str | os.PathLike | None = None) -> None:
+    """Write the record of `path`. `source`: the complete temporary file about to be renamed onto
+    `path` (the record is written first, so a file in place never has an older record)."""
     from .io import write_text
 
     path = Path(path)
-    info = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    content = Path(source) if source is not None else path
+    info = {"size": content.stat().st_size, "sha256": sha256_file(content)}
     if rows is not None:
         info["rows"] = int(rows)
     write_text(record_path(path), json.dumps(info, sort_keys=True) + "\n")

@@ -53,7 +53,7 @@ def write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: list[st
             for row in rows:
                 writer.writerow(row)
                 n += 1
-    record(path, rows=n)
+        record(path, rows=n, source=tmp)
 
 
 def read_csv(path: str | os.PathLike) -> list[dict]:

@@ -195,9 +195,10 @@ def checked_targets(experiments):
 
     files = [*artifact_targets(experiments), *train_targets(experiments), *pairs_targets(experiments),
              *eval_targets(experiments), *[str(paths.summary_csv(e)) for e in experiments]]
-    for f, problem in stale(files):
-        print(f"inpaintbench: {f} {problem}; it will be rebuilt", file=sys.stderr)
-        os.utime(f, (0, 0))
+    if getattr(workflow, "is_main_process", True):  # not again inside each cluster job
+        for f, problem in stale(files):
+            print(f"inpaintbench: {f} {problem}; it will be rebuilt", file=sys.stderr)
+            os.utime(f, (0, 0))
     return files
 
 

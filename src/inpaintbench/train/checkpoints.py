@@ -50,7 +50,7 @@ def save(path: str | Path, state: dict) -> None:
     state = plain(state)
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
-    record(path)  # size + sha256: a truncated or replaced checkpoint is found (integrity.py)
+        record(path, source=tmp)  # size + sha256: a truncated or replaced checkpoint is found (integrity.py)
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
