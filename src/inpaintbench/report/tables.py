@@ -14,6 +14,7 @@ structure, the **table data** of a dataset (``table_data``), plain JSON-able dic
      "caption": "..."}                   # explains the marks; renderers print it under the table
 
     CELL = {"mean": 27.31, "lo": 26.9, "hi": 27.7, "n": 16,   # None where there is no value
+            "std": 1.2,                                        # sample std over the images (None: FID/KID)
             "diff": 0.42, "diff_lo": 0.1, "diff_hi": 0.7,      # method - reference (paired), or None
             "p_holm": 0.003,                                   # Wilcoxon vs reference, Holm-adjusted
             "sig": "better" | "worse" | "",                    # vs the reference at alpha
@@ -129,6 +130,7 @@ def table_data(summary: pd.DataFrame, dataset: str, models: list[str], buckets: 
                 r = stat.get((m, k, b))
                 cells[m][k][b] = {"mean": _num(getattr(r, "mean", None)), "lo": _num(getattr(r, "lo", None)),
                                   "hi": _num(getattr(r, "hi", None)), "n": None if r is None else int(r.count),
+                                  "std": _num(getattr(r, "std", None)),
                                   "diff": None, "diff_lo": None, "diff_hi": None, "p_holm": None, "sig": "", "best": False}
     # significance against the reference: Holm over every comparison of this table
     if reference is not None:
@@ -244,7 +246,7 @@ def to_latex(data: dict, caption_prefix: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ["experiment", "dataset", "model", "label", "bucket", "metric", "mean", "lo", "hi", "n", "reference",
+CSV_FIELDS = ["experiment", "dataset", "model", "label", "bucket", "metric", "mean", "lo", "hi", "n", "std", "reference",
               "diff_vs_reference", "diff_lo", "diff_hi", "p_holm", "significance", "best"]
 
 
@@ -258,7 +260,7 @@ def to_records(data: dict, experiment: str) -> list[dict]:
                     continue
                 out.append({"experiment": experiment, "dataset": data["dataset"], "model": r["model"], "label": r["label"],
                             "bucket": b["bucket"], "metric": met["metric"], "mean": c["mean"], "lo": c["lo"], "hi": c["hi"],
-                            "n": c["n"], "reference": data["reference"] or "", "diff_vs_reference": c["diff"],
+                            "n": c["n"], "std": c.get("std"), "reference": data["reference"] or "", "diff_vs_reference": c["diff"],
                             "diff_lo": c["diff_lo"], "diff_hi": c["diff_hi"], "p_holm": c["p_holm"],
                             "significance": c["sig"], "best": c["best"]})
     return out
