@@ -101,3 +101,51 @@ def test_plots_overlay_every_model_in_one_chart_per_curve_offline(curves):
     page = (curves / "dvc_plots" / "index.html").read_text()
     assert "cdn.jsdelivr" not in page and "<script src" not in page  # Vega inlined: renders offline
     assert "vegaEmbed" in page and "PConv B" in page
+
+
+def _dvc_rewrite_changes(path: Path, override: str) -> list[str]:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from normalize_params_for_dvc import changed_lines, dvc_rewrite
+
+    return changed_lines(path.read_text(encoding="utf-8"), dvc_rewrite(path, override))
+
+
+def test_params_yaml_has_no_anchors():
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    code = "\n".join(line.split(" #")[0] for line in text.splitlines() if not line.lstrip().startswith("#"))
+    import re
+
+    assert not re.search(r"(^|[\s\[{,:])[&*][A-Za-z_]", code) and "<<:" not in code
+
+
+@pytest.mark.xfail(strict=True, reason="params.yaml is hand-formatted; `uv run python scripts/normalize_params_for_dvc.py "
+                                       "--write` puts it in DVC's layout (to be run when nobody else edits it)")
+def test_set_param_rewrites_only_the_line_it_sets():
+    # exactly what `dvc exp run -S training.epochs=1` does to params.yaml before running
+    diff = _dvc_rewrite_changes(ROOT / "params.yaml", "training.epochs=1")
+    assert len(diff) == 2, "\n".join(diff[:40])
+
+
+@pytest.mark.slow
+def test_exp_run_set_param_on_a_tiny_project(tmp_path):
+    """`dvc exp run -S training.epochs=1` for real on the tiny config: the experiment's commit
+    changes one params line, and `dvc exp show` reads its metrics (no `!`)."""
+    copy_workflow(tmp_path)
+    write_params(tmp_path, tiny_params())
+    shutil.copy(ROOT / ".gitignore", tmp_path / ".gitignore")
+    _repo(tmp_path)
+    _run(["git", "add", "-A"], tmp_path)
+    _run(["git", "commit", "-q", "-m", "tiny"], tmp_path)
+    env_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = env_uri
+    try:
+        _run([BIN / "dvc", "exp", "run", "-S", "training.epochs=1", "-n", "one-epoch"], tmp_path)
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    diff = _run(["git", "diff", "--unified=0", "HEAD", "--", "params.yaml"], tmp_path).stdout
+    changed = [l for l in diff.splitlines() if l[:1] in "+-" and not l.startswith(("+++", "---"))]
+    assert changed == ["-  epochs: 2", "+  epochs: 1"], diff
+    shown = json.loads(_run([BIN / "dvc", "exp", "show", "--json"], tmp_path).stdout)
+    text = json.dumps(shown)
+    assert "one-epoch" in text and "reports/metrics.json" in text
+    assert '"error"' not in text.split("reports/metrics.json", 1)[1][:400], text[:2000]

@@ -153,3 +153,13 @@ def test_moved_clone_refuses_the_old_store(tmp_path, monkeypatch):
     monkeypatch.chdir(b)
     with pytest.raises(InpaintBenchError, match="copied or moved from another clone"):
         tracking.Run("moved", "job", {"x": 1}, {})
+
+
+def test_evaluation_of_a_run_from_another_store_still_evaluates(prepared):
+    assert main(["train", "tiny", "photos", "pconv", "--no-mlflow"]) == 0
+    info = paths.run_dir("tiny", "photos", "pconv") / "run.json"
+    data = json.loads(info.read_text())
+    info.write_text(json.dumps({**data, "mlflow_run_id": "0123456789abcdef0123456789abcdef"}))
+    _client(prepared)  # the store exists, the run does not
+    tracking.Run("other", "job", {}, {}).finish()
+    assert main(["evaluate", "tiny", "photos", "pconv"]) == 0

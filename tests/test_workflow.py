@@ -43,10 +43,11 @@ def test_snakemake_builds_the_report(workflow_run):
         assert (rep / name).stat().st_size > 0, name
     html = (folder / "reports" / "index.html").read_text()
     assert "samples_photos.png" in html and "<table>" in html
+    assert "**" not in html and "<td class='best'><strong>" in html  # tables from data, best marked
     table = pd.read_csv(rep / "table.csv")
     assert set(table["model"]) == {"copy-input", "biharmonic", "pconv"}
     assert set(table["bucket"]) == {"(0.1, 0.3]", "(0.3, 0.5]", "all"}
-    assert (table[table["bucket"] == "all"]["count"] == 6).all()  # 2 buckets × 3 pairs per dataset
+    assert (table[table["bucket"] == "all"]["n"] == 6).all()  # 2 buckets × 3 pairs per dataset
     tex = (rep / "table.tex").read_text()
     assert r"\toprule" in tex and r"\textbf{" in tex
     info = json.loads((rep / "report.json").read_text())

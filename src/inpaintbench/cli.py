@@ -147,8 +147,10 @@ def _log_evaluation(p, experiment: str, train: str, model: str) -> None:
     for ds, sub in per_image.groupby("dataset", sort=False):
         for bucket, part in [*sub.groupby("bucket", sort=False), ("all", sub)]:
             metrics.update({metric_key("test", ds, bucket, c): float(part[c].mean()) for c in cols})
-    log_test_metrics(run_id, metrics, p.raw.get("mlflow"))
-    print(f"test metrics -> MLflow run {run_id} ({len(metrics)} values)")
+    if log_test_metrics(run_id, metrics, p.raw.get("mlflow")):
+        print(f"test metrics -> MLflow run {run_id} ({len(metrics)} values)")
+    else:
+        print(f"test metrics not logged: MLflow run {run_id} (from run.json) is not in this tracking store")
 
 
 def cmd_inpaint(args) -> None:

@@ -306,8 +306,10 @@ class Run:
             self.run_file.unlink(missing_ok=True)
 
 
-def log_test_metrics(run_id: str, metrics: dict[str, float], params_block: dict | None = None, step: int = 0) -> None:
-    """Add evaluation results (``test/<dataset>/<bucket>/<metric>``) to a finished training run."""
+def log_test_metrics(run_id: str, metrics: dict[str, float], params_block: dict | None = None, step: int = 0) -> bool:
+    """Add evaluation results (``test/<dataset>/<bucket>/<metric>``) to a finished training run.
+    Returns False (and logs nothing) when this store has no such run, e.g. a checkpoint pulled
+    from another clone whose runs went to another store."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
@@ -317,5 +319,13 @@ def log_test_metrics(run_id: str, metrics: dict[str, float], params_block: dict 
     items = [Metric(k, float(v), ts, int(step)) for k, v in sorted(metrics.items())]
     with _store_lock(uri):
         client = _retry(MlflowClient, tracking_uri=uri)
+        try:
+            _retry(client.get_run, run_id)
+        except Exception as exc:
+            if "not found" not in str(exc).lower() and "does_not_exist" not in str(exc).lower() \
+                    and "no run" not in str(exc).lower():
+                raise
+            return False
         for i in range(0, len(items), 1000):
             _retry(client.log_batch, run_id, metrics=items[i:i + 1000])
+    return True
