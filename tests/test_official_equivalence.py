@@ -19,6 +19,7 @@ COMMITS = {
     "edgeconnect": "3142579785c5c8cc92ad655616d40f4f52fc7ec1",  # knazeri/edge-connect
     "rfr": "e1cad6a8181f0eb69ea0e6338c40d56783da0a21",  # jingyuanli001/RFR-Inpainting
     "pconv_mmagic": "0a560bba9b79ebe78574e1d4cbbdd0e798e63568",  # open-mmlab/mmagic
+    "deepfill_v2_mmagic": "0a560bba9b79ebe78574e1d4cbbdd0e798e63568",  # open-mmlab/mmagic
 }
 
 
@@ -38,6 +39,9 @@ def seeded_state(spec: list, seed: int) -> dict:
     for name, shape, dtype in spec:
         if name.endswith("weight_mask_updater"):  # partial-conv mask kernels: constant ones
             state[name] = torch.ones(shape)
+            continue
+        if name.endswith("fuse_kernel"):  # contextual attention's propagation kernel: the identity
+            state[name] = torch.eye(shape[-1]).view(shape)
             continue
         if dtype != "torch.float32":
             state[name] = torch.zeros(shape, dtype=getattr(torch, dtype.split(".")[1]))
@@ -123,6 +127,25 @@ def test_pconv_matches_mmagic_pconv_encoder_decoder():
     model = PConvUNet(**args).eval()
     model.load_state_dict(state, strict=True)
     assert len(state) == len(official) - sum(k.endswith("weight_mask_updater") for k in official)
+    image, mask = data["image"], data["mask"]
+    with torch.no_grad():
+        out = model(image * (1 - mask), mask)
+    assert_close(out, data["output"])
+
+
+def test_deepfill_v2_matches_mmagic_deepfill_encoder_decoder():
+    from inpaintbench.models.deepfill_v2 import DeepFillV2, convert_mmagic
+
+    data = fixture("deepfill_v2_mmagic")
+    official = seeded_state(data["spec"], data["seed"])
+    assert abs(sum(float(v.double().sum()) for v in official.values() if v.is_floating_point()) - data["checksum"]) < 1e-6
+    args, state = convert_mmagic(official)
+    assert args == {"width": 4, "variant": "mmagic", "refine_decoder_width": 8}
+    model = DeepFillV2(**args).eval()
+    gen = {k: v for k, v in model.state_dict().items() if not k.startswith("discriminator.")}
+    assert set(state) == set(gen)  # every generator weight comes from the official dict
+    assert len(state) == len(official) - sum(k.endswith("fuse_kernel") for k in official)
+    model.load_state_dict(state, strict=False)
     image, mask = data["image"], data["mask"]
     with torch.no_grad():
         out = model(image * (1 - mask), mask)

@@ -156,6 +156,19 @@ def test_released_mmagic_pconv_with_its_name_hash(hub):
     assert float((out - data["output"]).abs().max()) <= 1e-5
 
 
+def test_released_mmagic_deepfill(hub):
+    data = fixture("deepfill_v2_mmagic")
+    hub.mkdir(parents=True, exist_ok=True)
+    state = {**seeded_state(data["spec"], data["seed"]), "disc.model.conv1.conv.weight_orig": torch.zeros(4, 4, 5, 5)}
+    torch.save({"meta": {"epoch": 1}, "state_dict": state}, hub / "df.pth")
+    spec = {"arch": "deepfill_v2", "weights": {"format": "mmagic-deepfill", "file": "df.pth", "url": "u"}}
+    model = released.build_released("df-test", spec)
+    image, mask = data["image"], data["mask"]
+    with torch.no_grad():
+        out = model(image * (1 - mask), mask)
+    assert float((out - data["output"]).abs().max()) <= 1e-5
+
+
 def test_params_score_released_entries_only_when_present(hub, tmp_path):
     params = tiny_params()
     params["models"]["lama-test"] = lama_spec()

@@ -54,32 +54,37 @@ SMALL_ARGS = {"width": 4, "disc_width": 8}
 PUBLISHED_ARGS = {"width": 24, "disc_width": 64}
 
 
-def _dilated_stack(ch: int) -> list[nn.Module]:
+def _dilated_stack(ch: int, pm: str = "zeros") -> list[nn.Module]:
     """Four dilated gated convs with rates 2, 4, 8, 16 (Fig. 3, both stages)."""
-    return [GatedConv2d(ch, ch, 3, dilation=d) for d in (2, 4, 8, 16)]
+    return [GatedConv2d(ch, ch, 3, dilation=d, padding_mode=pm) for d in (2, 4, 8, 16)]
 
 
-def _decoder(cin: int, c: int) -> nn.Sequential:
-    """Decoder of both stages: two gated convs, two ×2 resize-convs, output gated conv (Fig. 3)."""
+def _decoder(cin: int, c: int, pm: str = "zeros", gated_output: bool = False) -> nn.Sequential:
+    """Decoder of both stages: two gated convs, two ×2 resize-convs, output layer (Fig. 3): a plain
+    conv (released TF code) or a gated conv without feature activation (MMagic)."""
+    half = max(1, c // 2)
+    out = (GatedConv2d(half, 3, 3, activation="none", padding_mode=pm) if gated_output
+           else nn.Conv2d(half, 3, 3, padding=1, padding_mode=pm))
     return nn.Sequential(
-        GatedConv2d(cin, 4 * c, 3), GatedConv2d(4 * c, 4 * c, 3),
-        GatedUpConv2d(4 * c, 2 * c), GatedConv2d(2 * c, 2 * c, 3),
-        GatedUpConv2d(2 * c, c), GatedConv2d(c, max(1, c // 2), 3),
-        nn.Conv2d(max(1, c // 2), 3, 3, padding=1),   # plain conv output (released code)
+        GatedConv2d(cin, 4 * c, 3, padding_mode=pm), GatedConv2d(4 * c, 4 * c, 3, padding_mode=pm),
+        GatedUpConv2d(4 * c, 2 * c, padding_mode=pm), GatedConv2d(2 * c, 2 * c, 3, padding_mode=pm),
+        GatedUpConv2d(2 * c, c, padding_mode=pm), GatedConv2d(c, half, 3, padding_mode=pm),
+        out,
     )
 
 
 class CoarseNetwork(nn.Module):
     """Stage 1 of Fig. 3: encoder (5×5, two stride-2 steps), dilated middle, decoder."""
 
-    def __init__(self, cin: int, c: int):
+    def __init__(self, cin: int, c: int, pm: str = "zeros", gated_output: bool = False):
         super().__init__()
+        g = lambda a, b, k, **kw: GatedConv2d(a, b, k, padding_mode=pm, **kw)
         self.encoder = nn.Sequential(
-            GatedConv2d(cin, c, 5), GatedConv2d(c, 2 * c, 3, stride=2), GatedConv2d(2 * c, 2 * c, 3),
-            GatedConv2d(2 * c, 4 * c, 3, stride=2), GatedConv2d(4 * c, 4 * c, 3), GatedConv2d(4 * c, 4 * c, 3),
-            *_dilated_stack(4 * c),
+            g(cin, c, 5), g(c, 2 * c, 3, stride=2), g(2 * c, 2 * c, 3),
+            g(2 * c, 4 * c, 3, stride=2), g(4 * c, 4 * c, 3), g(4 * c, 4 * c, 3),
+            *_dilated_stack(4 * c, pm),
         )
-        self.decoder = _decoder(4 * c, c)
+        self.decoder = _decoder(4 * c, c, pm, gated_output)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.decoder(self.encoder(x)))
@@ -88,21 +93,23 @@ class CoarseNetwork(nn.Module):
 class RefinementNetwork(nn.Module):
     """Stage 2 of Fig. 3: dilated-conv branch ∥ contextual-attention branch, merged decoder."""
 
-    def __init__(self, cin: int, c: int, attention: ContextualAttention):
+    def __init__(self, cin: int, c: int, attention: ContextualAttention, pm: str = "zeros",
+                 gated_output: bool = False, attention_act: str = "relu", decoder_width: int | None = None):
         super().__init__()
+        g = lambda a, b, k, **kw: GatedConv2d(a, b, k, padding_mode=pm, **kw)
         self.conv_branch = nn.Sequential(
-            GatedConv2d(cin, c, 5), GatedConv2d(c, c, 3, stride=2), GatedConv2d(c, 2 * c, 3),
-            GatedConv2d(2 * c, 2 * c, 3, stride=2), GatedConv2d(2 * c, 4 * c, 3), GatedConv2d(4 * c, 4 * c, 3),
-            *_dilated_stack(4 * c),
+            g(cin, c, 5), g(c, c, 3, stride=2), g(c, 2 * c, 3),
+            g(2 * c, 2 * c, 3, stride=2), g(2 * c, 4 * c, 3), g(4 * c, 4 * c, 3),
+            *_dilated_stack(4 * c, pm),
         )
         self.attention_encoder = nn.Sequential(
-            GatedConv2d(cin, c, 5), GatedConv2d(c, c, 3, stride=2), GatedConv2d(c, 2 * c, 3),
-            GatedConv2d(2 * c, 4 * c, 3, stride=2), GatedConv2d(4 * c, 4 * c, 3),
-            GatedConv2d(4 * c, 4 * c, 3, activation="relu"),
+            g(cin, c, 5), g(c, c, 3, stride=2), g(c, 2 * c, 3),
+            g(2 * c, 4 * c, 3, stride=2), g(4 * c, 4 * c, 3),
+            g(4 * c, 4 * c, 3, activation=attention_act),
         )
         self.attention = attention
-        self.attention_decoder = nn.Sequential(GatedConv2d(4 * c, 4 * c, 3), GatedConv2d(4 * c, 4 * c, 3))
-        self.decoder = _decoder(8 * c, c)
+        self.attention_decoder = nn.Sequential(g(4 * c, 4 * c, 3), g(4 * c, 4 * c, 3))
+        self.decoder = _decoder(8 * c, decoder_width or c, pm, gated_output)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         conv_feats = self.conv_branch(x)
@@ -114,14 +121,24 @@ class RefinementNetwork(nn.Module):
 
 class DeepFillV2(InpaintModel):
     def __init__(self, width: int = 4, disc_width: int = 8, disc_layers: int = 6, attention_rate: int = 2,
-                 softmax_scale: float = 10.0, fuse_k: int = 3, loss_weights: dict | None = None):
+                 softmax_scale: float = 10.0, fuse_k: int = 3, loss_weights: dict | None = None,
+                 variant: str = "tf", refine_decoder_width: int | None = None):
         super().__init__()
+        if variant not in ("tf", "mmagic"):
+            raise TypeError(f"deepfill_v2 variant must be 'tf' or 'mmagic', got {variant!r}")
+        # MMagic's port (deepfillv2_8xb2_*-256x256 configs): reflect padding, refinement input
+        # [x, 1, mask], gated output layers, ELU after the last attention-encoder conv, and a
+        # wider refinement decoder (128/64/32/16: refine_decoder_width 32)
+        mm = variant == "mmagic"
+        self.variant = variant
+        pm = "reflect" if mm else "zeros"
         unknown = set(loss_weights or {}) - set(DEFAULT_WEIGHTS)
         if unknown:
             raise TypeError(f"unknown deepfill_v2 loss weights {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
-        self.coarse = CoarseNetwork(5, width)      # [x, ones, mask]
+        self.coarse = CoarseNetwork(5, width, pm, gated_output=mm)      # [x, ones, mask]
         attention = ContextualAttention(ksize=3, rate=attention_rate, fuse_k=fuse_k, softmax_scale=softmax_scale)
-        self.refine = RefinementNetwork(3, width, attention)   # x only
+        self.refine = RefinementNetwork(5 if mm else 3, width, attention, pm, gated_output=mm,  # TF: x only
+                                        attention_act="elu" if mm else "relu", decoder_width=refine_decoder_width)
         self.discriminator = SNPatchGAN(in_channels=4, base=disc_width, n_layers=disc_layers)
         self.weights = {**DEFAULT_WEIGHTS, **(loss_weights or {})}
 
@@ -136,6 +153,8 @@ class DeepFillV2(InpaintModel):
         x = (image_in * 2 - 1) * (1 - mask)
         coarse = self.coarse(torch.cat([x, torch.ones_like(mask), mask], dim=1))
         x2 = coarse * mask + x * (1 - mask)  # the coarse result fills the hole (Fig. 3)
+        if self.variant == "mmagic":
+            x2 = torch.cat([x2, torch.ones_like(mask), mask], dim=1)
         refined = self.refine(x2, mask)
         return (coarse + 1) / 2, (refined + 1) / 2
 
@@ -171,3 +190,51 @@ class DeepFillV2(InpaintModel):
 @register("deepfill_v2")
 def build(args: dict, loss: dict, ctx: BuildContext) -> DeepFillV2:
     return DeepFillV2(loss_weights=loss.get("weights"), **args)
+
+
+# --- MMagic checkpoints (open-mmlab/mmagic DeepFillEncoderDecoder, deepfillv2_8xb2_*-256x256) ----
+def _mmagic_target(key: str) -> str | None:
+    """Our key for an MMagic generator key (``generator.`` removed), None for constant buffers."""
+    parts = key.split(".")
+    if parts[-1] == "fuse_kernel":
+        return None
+    stage, module = parts[0], parts[1]
+    rest = ".".join(parts[-2:])            # conv.weight / conv.bias of the innermost nn.Conv2d
+    if stage == "stage1":
+        root, enc, dec = "coarse", "encoder", "decoder"
+    else:
+        root, dec = "refine", "decoder"
+        enc = {"encoder_conv": "conv_branch", "encoder_attention": "attention_encoder",
+               "dilation_neck": "conv_branch", "contextual_attention_neck": "attention_decoder",
+               "decoder": "decoder"}[module]
+    if module in ("encoder", "encoder_conv", "encoder_attention"):
+        return f"{root}.{enc}.{int(parts[2][3:]) - 1}.{rest}"
+    if module == "dilation_neck":
+        return f"{root}.{enc}.{6 + int(parts[3])}.{rest}"
+    if module == "contextual_attention_neck":
+        return f"{root}.{enc}.{int(parts[2][-1]) - 1}.{rest}"
+    if module == "decoder":
+        i = int(parts[2][3:]) - 1          # dec1..dec7 -> Sequential 0..6; up-convs wrap a GatedConv2d
+        return f"{root}.{dec}.{i}.conv.{rest}" if i in (2, 4) else f"{root}.{dec}.{i}.{rest}"
+    raise KeyError(key)
+
+
+def convert_mmagic(state: dict) -> tuple[dict, dict]:
+    """(args, our state dict of the generator modules) from an MMagic DeepFill v2 state dict
+    (``state_dict`` of the mmengine checkpoint; ``generator.`` keys; ``disc.`` keys ignored)."""
+    gen = {k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")} or \
+        {k: v for k, v in state.items() if k.startswith(("stage1.", "stage2."))}
+    out = {}
+    for key, value in gen.items():
+        try:
+            name = _mmagic_target(key)
+        except (KeyError, ValueError, IndexError):
+            raise KeyError(f"unexpected key {key!r} in an MMagic DeepFill v2 state dict") from None
+        if name is not None:
+            out[name] = value
+    width = int(out["coarse.encoder.0.conv.weight"].shape[0]) // 2
+    refine_width = int(out["refine.decoder.4.conv.conv.weight"].shape[0]) // 2
+    args = {"width": width, "variant": "mmagic"}
+    if refine_width != width:
+        args["refine_decoder_width"] = refine_width
+    return args, out

@@ -38,6 +38,9 @@ Formats (the official code's conventions; each converter lands on our convention
   ``generator.encoder.enc*`` / ``generator.decoder.dec*`` keys (7 layers). Images in [-1, 1]
   (DataPreprocessor mean = std = 127.5), mask 1 = valid for the network: the model is built with
   ``value_range: pm1`` and inverts our hole mask.
+* ``mmagic-deepfill``: the same mmengine layout for DeepFill v2 (``generator.stage1.*``,
+  ``generator.stage2.*``): our deepfill_v2 with ``variant: mmagic`` (reflect padding, so images of
+  at least 72 px) and its wider refinement decoder; [-1, 1] inside the model as always, mask 1 = hole.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ import torch
 
 from ..errors import InpaintBenchError
 
-FORMATS = ("lama", "edgeconnect", "rfr", "mmagic-pconv")
+FORMATS = ("lama", "edgeconnect", "rfr", "mmagic-pconv", "mmagic-deepfill")
 _MMLAB_HASH = re.compile(r"-([0-9a-f]{8})\.pth$")
 
 
@@ -230,6 +233,12 @@ def convert(fmt: str, objects: dict[str, dict]) -> tuple[str, dict, dict[str, di
         state = obj.get("state_dict", obj)
         args, converted = convert_mmagic(_tensors(state, "the checkpoint's 'state_dict'"))
         return "pconv_unet", args, {"": converted}
+    if fmt == "mmagic-deepfill":
+        from .deepfill_v2 import convert_mmagic
+
+        (obj,) = objects.values()
+        args, converted = convert_mmagic(_tensors(obj.get("state_dict", obj), "the checkpoint's 'state_dict'"))
+        return "deepfill_v2", args, {"": converted}
     raise InpaintBenchError(f"unknown released-weights format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
@@ -249,6 +258,7 @@ def build_released(name: str, spec: dict, device: str = "cpu", image_size: int =
     for sub, state in states.items():
         module = model.get_submodule(sub) if sub else model
         missing, unexpected = module.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("discriminator.")]  # only the generator is released
         if missing or unexpected:
             raise InpaintBenchError(
                 f"models.{name}: the released weights do not fit {arch}{' ' + sub if sub else ''} "

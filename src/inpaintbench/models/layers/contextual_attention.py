@@ -31,8 +31,12 @@ Choices where the paper is silent (stated beside the code as well):
 * only the background patches are normalised, as the released code does (the paper's Eq. 1
   normalises both; the released weights were trained with the code's version, whose foreground
   norm acts as a per-query softmax temperature);
-* the features are downsampled by average pooling and the mask by max pooling (a cell with any
-  hole pixel counts as hole, so a "known" patch never contains generated content);
+* the features and the mask are downsampled by nearest-neighbour resizing, as the released code
+  (TF resize with nearest_neighbor; MMagic F.interpolate), the mask in two steps (to the feature
+  size, then by `rate`) as MMagic's refiner and attention module do;
+* attention propagation, as the released code, convolves the score matrix over the *flattened*
+  (row-major, then column-major) position indices with an identity kernel, so that neighbours
+  across a row end count too (``fuse="flat"``; ``fuse="grid"`` shifts on the 2-D grid only);
 * reconstruction divides by the actual number of overlapping patches at each pixel (the code
   divides by a constant 4, which is the interior overlap count for rate 2);
 * a sample whose mask leaves no fully known patch gets a zero attention output.
@@ -62,6 +66,18 @@ def propagate_scores(scores: torch.Tensor, h: int, w: int, k: int) -> torch.Tens
     return s.reshape(n, h * w, h * w)
 
 
+def propagate_scores_flat(scores: torch.Tensor, h: int, w: int, k: int) -> torch.Tensor:
+    """Attention propagation as the released code (TF contextual_attention, MMagic
+    fuse_correlation_map): an identity k×k kernel convolved over the (bg, fg) score matrix with
+    positions flattened row-major, then again with positions flattened column-major."""
+    n = scores.shape[0]
+    eye = torch.eye(k, dtype=scores.dtype, device=scores.device).view(1, 1, k, k)
+    s = F.conv2d(scores[:, None], eye, padding=k // 2)                       # along x (row-major)
+    s = s.reshape(n, h, w, h, w).permute(0, 2, 1, 4, 3).reshape(n, 1, h * w, h * w)
+    s = F.conv2d(s, eye, padding=k // 2)                                     # along y (column-major)
+    return s.reshape(n, w, h, w, h).permute(0, 2, 1, 4, 3).reshape(n, h * w, h * w)
+
+
 class ContextualAttention(nn.Module):
     """y = ContextualAttention(f, b, hole_mask): f and b are N×C×H×W, mask N×1×H'×W' (1 = hole).
 
@@ -71,13 +87,17 @@ class ContextualAttention(nn.Module):
     """
 
     def __init__(self, ksize: int = 3, rate: int = 2, fuse_k: int = 3, softmax_scale: float = 10.0,
-                 fuse: bool = True):
+                 fuse: bool | str = "flat"):
         super().__init__()
         if rate != 1 and rate % 2:
             raise ValueError(f"contextual attention rate must be 1 or even, got {rate}")
         if ksize % 2 == 0 or fuse_k % 2 == 0:
             raise ValueError("contextual attention ksize and fuse_k must be odd")
         self.ksize, self.rate, self.fuse_k = ksize, rate, fuse_k
+        if fuse is True:
+            fuse = "flat"
+        if fuse not in (False, "flat", "grid"):
+            raise ValueError(f"contextual attention fuse must be 'flat', 'grid' or False, got {fuse!r}")
         self.softmax_scale, self.fuse = softmax_scale, fuse
 
     def forward(self, fg: torch.Tensor, bg: torch.Tensor, mask: torch.Tensor,
@@ -88,9 +108,12 @@ class ContextualAttention(nn.Module):
             raise ValueError(f"feature size {h}x{w} is not a multiple of the attention rate {r}")
         hd, wd = h // r, w // r
         # matching grid: features downsampled by `rate` (average pooling, see module docstring)
-        fg_d = F.avg_pool2d(fg, r) if r > 1 else fg
-        bg_d = fg_d if bg is fg else (F.avg_pool2d(bg, r) if r > 1 else bg)  # DeepFill passes f = b
-        hole_d = F.adaptive_max_pool2d(mask.to(bg.dtype), (hd, wd))
+        fg_d = F.interpolate(fg, size=(hd, wd), mode="nearest") if r > 1 else fg
+        bg_d = fg_d if bg is fg else (F.interpolate(bg, size=(hd, wd), mode="nearest") if r > 1 else bg)
+        hole = mask.to(bg.dtype)
+        if hole.shape[-2:] != (h, w):
+            hole = F.interpolate(hole, size=(h, w), mode="nearest")
+        hole_d = F.interpolate(hole, size=(hd, wd), mode="nearest") if r > 1 else hole
 
         # step 1: cosine similarity of every fg patch with every bg patch, per sample
         fg_p = F.unfold(fg_d, k, padding=k // 2)  # (n, C·k·k, L), raw (released code)
@@ -100,8 +123,10 @@ class ContextualAttention(nn.Module):
         valid = F.unfold(hole_d, k, padding=k // 2).amax(dim=1) == 0  # (n, L_bg)
 
         # step 2: attention propagation
-        if self.fuse and self.fuse_k > 1:
+        if self.fuse == "grid" and self.fuse_k > 1:
             scores = propagate_scores(scores, hd, wd, self.fuse_k)
+        elif self.fuse == "flat" and self.fuse_k > 1:
+            scores = propagate_scores_flat(scores, hd, wd, self.fuse_k)
 
         # step 3: scaled softmax over background positions, restricted to known patches
         logits = (scores * self.softmax_scale).masked_fill(~valid[:, :, None], -1e4)

@@ -38,11 +38,12 @@ class GatedConv2d(nn.Module):
     """O = φ(W_f * I) ⊙ σ(W_g * I)  (Sec. 3.1). 'same' padding for odd kernels."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1,
-                 activation: str = "elu"):
+                 activation: str = "elu", padding_mode: str = "zeros"):
         super().__init__()
         pad = dilation * (kernel - 1) // 2
         self.out_channels = cout
-        self.conv = nn.Conv2d(cin, 2 * cout, kernel, stride=stride, padding=pad, dilation=dilation)
+        self.conv = nn.Conv2d(cin, 2 * cout, kernel, stride=stride, padding=pad, dilation=dilation,
+                              padding_mode=padding_mode)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; known: {', '.join(_ACTIVATIONS)}")
         self.act = _ACTIVATIONS[activation]()
@@ -64,9 +65,9 @@ class GatedConv2d(nn.Module):
 class GatedUpConv2d(nn.Module):
     """Nearest ×2 upsampling followed by a gated 3×3 convolution (decoder of Sec. 3.1 / Fig. 3)."""
 
-    def __init__(self, cin: int, cout: int, activation: str = "elu"):
+    def __init__(self, cin: int, cout: int, activation: str = "elu", padding_mode: str = "zeros"):
         super().__init__()
-        self.conv = GatedConv2d(cin, cout, 3, activation=activation)
+        self.conv = GatedConv2d(cin, cout, 3, activation=activation, padding_mode=padding_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
