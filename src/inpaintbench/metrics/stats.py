@@ -9,8 +9,9 @@
 * FID and KID CIs resample the pairs of the two Inception feature sets (``metrics.kid.feature_cis``).
 * ``paired_comparison(x, ref)``: per row, the mean paired difference x - ref with its bootstrap CI
   (as above) and the two-sided Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``, zero
-  differences dropped - Wilcoxon's treatment -, exact null distribution for n <= 50 without ties,
-  normal approximation otherwise; all differences zero -> p = 1).
+  differences dropped - Wilcoxon's treatment -; scipy's "auto": exact null distribution for n <= 50
+  without zeros or ties, with them exhaustive permutations for n <= 13, else the tie-corrected
+  normal approximation; all differences zero -> p = 1).
 * ``holm(p)``: Holm's (1979) step-down adjusted p-values, family = the given vector.
 
 Settings (params.yaml ``evaluation.bootstrap``): ``resamples`` (B, default 1000), ``method``
