@@ -190,7 +190,7 @@ def checked_targets(experiments):
     """What the reports are built from (checkpoints, pairs, per-image metrics, summaries), for
     `rule all`: a deleted one is rebuilt because it is a target, and one that no longer matches
     the integrity record its step wrote (cut short, truncated, emptied; inpaintbench/integrity.py)
-    gets modification time 0, so Snakemake sees it older than its inputs and rebuilds it."""
+    is reported here and rebuilt through its rule's `integrity` param (damaged())."""
     from inpaintbench.integrity import stale
 
     files = [*artifact_targets(experiments), *train_targets(experiments), *pairs_targets(experiments),
@@ -198,8 +198,20 @@ def checked_targets(experiments):
     if getattr(workflow, "is_main_process", True):  # not again inside each cluster job
         for f, problem in stale(files):
             print(f"inpaintbench: {f} {problem}; it will be rebuilt", file=sys.stderr)
-            os.utime(f, (0, 0))
     return files
+
+
+def damaged(*files):
+    """A `params:` entry of the rules that write checked files: "ok", or what is wrong with an
+    existing output (cut short, emptied or replaced after its step wrote it; integrity.py).
+    Snakemake reruns a job whose params changed (also in a dry run), so a damaged output is
+    rebuilt. The paths come from the wildcards, not from `output` (Snakemake ignores params
+    derived from output in its params trigger); changing a file's modification time would not
+    do either (Snakemake 9 also compares the checksums of inputs it recorded)."""
+    from inpaintbench.integrity import stale
+
+    problems = stale([str(f) for f in files])
+    return "ok" if not problems else "damaged: " + "; ".join(f"{f} {p}" for f, p in problems)
 
 
 def train_inputs(w):

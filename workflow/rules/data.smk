@@ -22,6 +22,7 @@ rule prepare:
         labels="data/prepared/{dataset}/labels.txt",
     params:
         spec=lambda w: PARAMS.section_hash("seed", extra=PARAMS.dataset(w.dataset)),
+        integrity=lambda w: damaged(paths.prepared_manifest(w.dataset)),  # a damaged output reruns its job (common.smk)
     log:
         "logs/prepare/{dataset}.log",
     conda:

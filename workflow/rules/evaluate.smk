@@ -10,6 +10,7 @@ rule evaluate:
         samples=directory("results/{experiment}/{train}/{model}/samples"),
     params:
         spec=lambda w: PARAMS.section_hash("fid", "lpips", "evaluation", extra=[PARAMS.model(w.model), PARAMS.experiment(w.experiment).get("samples_per_bucket")]),
+        integrity=lambda w: damaged(paths.metrics_csv(w.experiment, w.train, w.model)),  # a damaged output reruns its job (common.smk)
     log:
         "logs/evaluate/{experiment}/{train}/{model}.log",
     conda:
@@ -27,6 +28,7 @@ rule aggregate:
         "results/{experiment}/paired.csv",
     params:
         spec=lambda w: PARAMS.section_hash("evaluation", extra=PARAMS.experiment(w.experiment)["buckets"]),
+        integrity=lambda w: damaged(paths.summary_csv(w.experiment)),  # a damaged output reruns its job (common.smk)
     log:
         "logs/aggregate/{experiment}.log",
     conda:

@@ -8,6 +8,7 @@ rule masks:
         "data/masks/{maskset}-{size}/manifest.csv",
     params:
         spec=lambda w: PARAMS.section_hash("seed", extra=PARAMS.maskset(w.maskset)),
+        integrity=lambda w: damaged(paths.maskset_manifest(w.maskset, int(w.size))),  # a damaged output reruns its job (common.smk)
     log:
         "logs/masks/{maskset}-{size}.log",
     conda:
@@ -24,6 +25,7 @@ rule pairs:
         "data/pairs/{experiment}/{dataset}/{split}.csv",
     params:
         spec=lambda w: PARAMS.section_hash("seed", extra={k: PARAMS.experiment(w.experiment).get(k) for k in ("buckets", "pairs_per_bucket", "masks", "size")} | {"val_pairs": PARAMS.experiment_training(w.experiment).get("val_pairs")}),
+        integrity=lambda w: damaged(paths.pairs_csv(w.experiment, w.dataset, w.split)),  # a damaged output reruns its job (common.smk)
     log:
         "logs/pairs/{experiment}/{dataset}-{split}.log",
     conda:

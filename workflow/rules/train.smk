@@ -13,6 +13,7 @@ rule train:
         info="runs/{experiment}/{train}/{model}/run.json",
     params:
         spec=lambda w: PARAMS.section_hash("seed", "device", extra=[PARAMS.model_training_spec(w.model), PARAMS.training(w.model, w.experiment), PARAMS.experiment(w.experiment)["size"], PARAMS.teacher(w.experiment), PARAMS.perceptual(w.experiment)]),
+        integrity=lambda w: damaged(paths.checkpoint(w.experiment, w.train, w.model)),  # a damaged output reruns its job (common.smk)
     log:
         "logs/train/{experiment}/{train}/{model}.log",
     conda:
