@@ -40,7 +40,7 @@ from inpaintbench.errors import InpaintBenchError
 from inpaintbench.models import registry
 from inpaintbench.report import cost
 from inpaintbench.report.cost import build_for_benchmark as build
-from inpaintbench.report.cost import experiment_of
+from inpaintbench.report.cost import settings_of
 from inpaintbench.report.efficiency import device_name
 from inpaintbench.train import data
 from inpaintbench.train.trainer import train_step
@@ -117,9 +117,7 @@ def count_flops(params, names: list[str], size: int | None) -> int:
     path = cost.FLOPS_FILE
     old = json.loads(path.read_text()) if path.exists() else {"rows": []}
     rows = {(r["model"], r["size"]): r for r in old["rows"]}
-    for name in names:
-        experiment = experiment_of(params, name)
-        s = size or (params.experiment(experiment)["size"] if experiment else 64)
+    for name, s in dict.fromkeys((n, size or sz) for n in names for sz, _ in settings_of(params, n)):
         start = time.perf_counter()
         r = cost.measure_step(params, name, s)
         rows[(name, s)] = r
@@ -165,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = pipeline_rate(store256, 8, ns.workers, 40)
     print(f"input pipeline alone at {ns.pipeline_size}px, batch 8, generated masks: {rate:,.0f} samples/s")
     rows = [{"pipeline": True, "size": ns.pipeline_size, "batch": 8, "workers": ns.workers, "samples_per_s": round(rate, 1)}]
-    for name in names:
-        experiment = experiment_of(params, name)
-        size = ns.size or (params.experiment(experiment)["size"] if experiment else 64)
-        batch = ns.batch or int(params.training(name, experiment).get("batch_size", 8))
+    for name, size, batch in dict.fromkeys((n, ns.size or sz, ns.batch or b) for n in names for sz, b in settings_of(params, n)):
         store = random_store(64, size)
         for mode in modes:
             try:

@@ -68,6 +68,13 @@ def build_for_benchmark(params, model_name: str, size: int, device: str, folder:
     return model, opt_g, opt_d
 
 
+def settings_of(params, model: str) -> list[tuple[int, int]]:
+    """(size, batch) of every experiment that trains `model` ((64, 8) when none does)."""
+    out = [(int(exp["size"]), int(params.training(model, name).get("batch_size", 8)))
+           for name, exp in params.raw["experiments"].items() if model in exp.get("models", [])]
+    return list(dict.fromkeys(out)) or [(64, 8)]
+
+
 def experiment_of(params, model: str) -> str | None:
     """The first experiment that lists `model` (its size and training settings apply)."""
     return next((name for name, exp in params.raw["experiments"].items() if model in exp.get("models", [])), None)
@@ -103,7 +110,7 @@ class _FlopCount:
 
 
 def measure_step(params, model_name: str, size: int) -> dict:
-    """FLOPs and saved-activation bytes of one training step of ONE sample at `size` (or at
+    """FLOPs and saved-activation bytes per sample of one training step at `size` (or at
     MEASURE_MAX_SIZE, scaled), parameters and optimizer bytes; on the CPU."""
     import tempfile
 
@@ -115,8 +122,9 @@ def measure_step(params, model_name: str, size: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model, opt_g, opt_d = build_for_benchmark(params, model_name, at, "cpu", Path(tmp))
     g = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 3, at, at, generator=g)
-    mask = (F.interpolate(torch.rand(1, 1, 8, 8, generator=g), size=at, mode="bilinear") > 0.6).float()
+    n = 2  # two samples (batch norm at a 1x1 bottleneck needs more than one), counts divided by 2
+    image = torch.rand(n, 3, at, at, generator=g)
+    mask = (F.interpolate(torch.rand(n, 1, 8, 8, generator=g), size=at, mode="bilinear") > 0.6).float()
     saved = {}
 
     def pack(t):
@@ -132,8 +140,8 @@ def measure_step(params, model_name: str, size: int) -> dict:
     params_n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     scale = (size / at) ** 2
     return {"model": model_name, "size": size, "measured_at": at, "scale": scale,
-            "flops_per_sample": float(counter.total) * scale,
-            "saved_bytes_per_sample": float(sum(saved.values())) * scale,
+            "flops_per_sample": float(counter.total) * scale / n,
+            "saved_bytes_per_sample": float(sum(saved.values())) * scale / n,
             "trainable_parameters": int(params_n), "state_bytes": int(params_n) * 16}
 
 

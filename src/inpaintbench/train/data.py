@@ -16,7 +16,8 @@ drawn from the step's own RNG, produced by ``torch.utils.data`` worker processes
 * **Masks.** ``training.masks: generated`` draws free-form strokes (masks/generate.py) in the
   workers; ``training.masks: <mask set>`` draws masks from that mask set's files (those whose hole
   ratio lies in ``training.mask_ratio``), each under one of the eight flips/rotations of the
-  square, both chosen by the step's generator.
+  square, both chosen by the step's generator (the word ``generated`` always means strokes, so
+  a mask set of that name is not a training-mask source).
 * **Loader.** :func:`make_loader` wraps the steps in a ``DataLoader`` (``batch_size=None``: one
   item is one step's batch) with ``num_workers`` processes, ``prefetch_factor`` batches each
   in flight, and pinned memory on CUDA; :func:`to_device` copies the uint8 batch (4x fewer bytes
