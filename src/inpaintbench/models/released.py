@@ -41,6 +41,10 @@ Formats (the official code's conventions; each converter lands on our convention
 * ``mmagic-deepfill``: the same mmengine layout for DeepFill v2 (``generator.stage1.*``,
   ``generator.stage2.*``): our deepfill_v2 with ``variant: mmagic`` (reflect padding, so images of
   at least 72 px) and its wider refinement decoder; [-1, 1] inside the model as always, mask 1 = hole.
+* ``ctsdg``: Xiefan-Guo/CTSDG ``{'n_iter', 'generator', 'discriminator', …}``; models/ctsdg.py keeps
+  the official generator's key names (helper H2), so ``generator`` loads as it is; the
+  architecture comes from the entry's ``args`` (published: base 64, depth 7: sides multiples of
+  128). [-1, 1] inside the model, mask 1 = valid for the network (converted), Canny σ 2.
 """
 from __future__ import annotations
 
@@ -53,7 +57,7 @@ import torch
 
 from ..errors import InpaintBenchError
 
-FORMATS = ("lama", "edgeconnect", "rfr", "mmagic-pconv", "mmagic-deepfill")
+FORMATS = ("lama", "edgeconnect", "rfr", "mmagic-pconv", "mmagic-deepfill", "ctsdg")
 _MMLAB_HASH = re.compile(r"-([0-9a-f]{8})\.pth$")
 
 
@@ -239,6 +243,10 @@ def convert(fmt: str, objects: dict[str, dict]) -> tuple[str, dict, dict[str, di
         (obj,) = objects.values()
         args, converted = convert_mmagic(_tensors(obj.get("state_dict", obj), "the checkpoint's 'state_dict'"))
         return "deepfill_v2", args, {"": converted}
+    if fmt == "ctsdg":
+        (obj,) = objects.values()
+        state = _tensors(obj.get("generator", obj), "the checkpoint's 'generator' entry")
+        return "ctsdg", {}, {"generator": {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}}
     raise InpaintBenchError(f"unknown released-weights format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
