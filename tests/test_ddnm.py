@@ -54,7 +54,7 @@ def test_sampler_step_equals_hand_computation_and_keeps_known_pixels():
     for i, r in enumerate(record):
         a_t = ac[r["t"]]
         eps = model.unet(r["x_t"], torch.full((2,), r["t"])).sample
-        x0_t = (r["x_t"] - (1 - a_t).sqrt() * eps) / a_t.sqrt()                      # Eq. 12
+        x0_t = ((r["x_t"] - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-1, 1)        # Eq. 12, clip_x0
         assert torch.allclose(r["x0_t"], x0_t, atol=1e-5)
         x0_hat = (1 - mask) * y + mask * x0_t                                          # A†y + (I − A†A) x0|t
         assert torch.allclose(r["x0_hat"], x0_hat, atol=1e-5)

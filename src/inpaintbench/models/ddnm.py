@@ -17,7 +17,9 @@ A = the mask operator that keeps the known pixels, A = diag(1 − M), and its ps
     x_{t−1} ~ p(x_{t−1} | x_t, x̂_{0|t})  — a diffusers ``DDIMScheduler`` step with
   ``prediction_type="sample"`` given x̂_{0|t} (η = ``eta``, official default 0.85; the official code
   also samples with DDIM). Choice: diffusers recomputes the DDIM direction ε from x̂_{0|t} and x_t,
-  the official code reuses ε_θ; both use the same x̂_{0|t}. The last step has ᾱ_prev = 1, so the
+  the official code reuses ε_θ; both use the same x̂_{0|t}. x_{0|t} is clamped to [−1, 1] before the
+  null-space step (``clip_x0``, as guided-diffusion's ``clip_denoised``): a briefly trained prior
+  otherwise predicts x_{0|t} far outside the data range at large t (1/√ᾱ_t ≈ 158 at t = 999). The last step has ᾱ_prev = 1, so the
   output is x̂_{0|1}: the known pixels are exactly y. DDNM's "time travel" (resampling) is the
   official default travel_length = 1, i.e. none, and is not implemented.
 * Images are mapped to [−1, 1] for the diffusion model and back.
@@ -50,6 +52,7 @@ DEFAULT_ARGS = {
     "sampling_steps": 20,      # DDIM steps of the null-space sampler (official T_sampling 100)
     "eta": 0.85,               # DDIM η (official default)
     "sample_seed": 0,          # x_T and the DDIM noise are drawn from this seed
+    "clip_x0": True,           # clamp x_{0|t} to the data range [−1, 1] (the DDPM/ADM samplers' clip_denoised)
     "prior": "trained",        # trained | released-adm | released-celebahq
 }
 # published-scale trained prior: the CelebA-HQ DDPM architecture the DDNM repository uses for faces
@@ -145,6 +148,8 @@ class DDNM(InpaintModel):
             ti = int(t)
             eps = self.unet(x, torch.full((x.shape[0],), ti, device=x.device, dtype=torch.long)).sample
             x0_t = self.x0_from_eps(x, eps, ti)
+            if self.args["clip_x0"]:
+                x0_t = x0_t.clamp(-1, 1)
             x0_hat = null_space_step(x0_t, y, mask)
             noise = torch.randn(x.shape, generator=gen).to(x)
             x_next = self.sampler.step(x0_hat, ti, x, eta=float(self.args["eta"]), variance_noise=noise).prev_sample
