@@ -170,7 +170,8 @@ def table_data(summary: pd.DataFrame, dataset: str, models: list[str], buckets: 
 
 
 def caption(data: dict) -> str:
-    parts = [f"Mean [{data['ci'] or 'bootstrap'} CI] over the images of each bucket; n per bucket in the column header."]
+    parts = [f"Mean [lo, hi]: the {data['ci'] or 'bootstrap'} confidence interval of the mean over the images of each "
+             "bucket (FID/KID: over resampled pairs); n per bucket in the column header."]
     if data["reference"]:
         parts.append(f"{BETTER_MARK}/{WORSE_MARK}: significantly better/worse than the reference {data['reference_label']} "
                      f"(ref.) on the same pairs: two-sided Wilcoxon signed-rank test, Holm-corrected over the table's "
