@@ -232,7 +232,7 @@ def _figures(params, experiment, exp, summary, models, labels, buckets, metrics,
             f = fig_dir / f"metric_vs_bucket_{ds}.png"
             plots.metric_vs_bucket(summary, ds, models, buckets[:-1], metrics, f, f"{experiment}: {ds}", labels)
             figures.append((f, f"Mean of each metric per hole-ratio bucket on {ds} (test pairs), one line per method; "
-                               "the axes name each metric's unit and direction is in the table headers (↑ higher is better)."))
+                               "each y-axis gives the metric's unit (PSNR and SSIM: higher is better; L1: lower is better)."))
             f = fig_dir / f"samples_{ds}.png"
             shown = _sample_grid(params, experiment, run["train"], ds, models, labels, f)
             figures.append((f, f"Qualitative samples on {ds}: one test pair per hole-ratio bucket (the one whose image "
