@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import ROOT, copy_dvc_settings, copy_workflow, tiny_params, write_params
 
@@ -121,16 +122,21 @@ def test_papers_suite_dry_run_lists_every_download_train_and_evaluate_job(tmp_pa
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     out = _run([str(BIN / "snakemake"), "-n", "--config", "suite=papers"], tmp_path)
     counts = _job_counts(out)
-    # sources: celeba, urban100, dtd, places365, NVIDIA masks (Paris StreetView is a user folder)
-    assert counts["fetch"] == 5
-    for source in ("celeba", "urban100", "dtd", "places365", "nvidia-irregular-test"):
+    # sources: celeba, urban100, dtd, places365, NVIDIA masks, QD-IMD (Paris StreetView is a user folder)
+    assert counts["fetch"] == 6
+    for source in ("celeba", "urban100", "dtd", "places365", "nvidia-irregular-test", "qd-imd"):
         assert f"data/raw/{source}/.complete" in out
     assert counts["prepare"] == 6  # celeba-ccsa, urban100, dtd, celeba-sahn, places2-sahn, paris-sahn
-    assert counts["masks"] == 2  # NVIDIA masks at 128 (CCSA) and 256 (SAHN)
-    # CCSA: 7 models on one training set; SAHN: 4 models × 3 datasets; SAHN ablation: 3 models
-    assert counts["train"] == 7 + 12 + 3
-    assert counts["evaluate"] == 7 + 12 + 3
-    assert counts["teacher"] == 4
+    assert counts["masks"] == 3  # NVIDIA masks at 128 (CCSA) and 256 (SAHN), QD-IMD train at 256 (SAHN training)
+    # one training and one evaluation job per (experiment, training set, learned model) of params.yaml
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    jobs = [(e, run["train"], m) for e in params["suites"]["papers"] for run in params["experiments"][e]["runs"]
+            for m in params["experiments"][e]["models"] if params["models"][m]["arch"] not in ("copy_input", "biharmonic")]
+    assert counts["train"] == len(jobs) and counts["evaluate"] == len(jobs)
+    assert len(jobs) >= 7 + 12 + 3  # at least CCSA's 7, SAHN's 4 x 3 datasets, the ablation's 3
+    # the papers' ASL teacher is a released checkpoint: no teacher job (only `kind: trained` trains one)
+    assert counts.get("teacher", 0) == 0
+    assert counts["efficiency"] == 3 and counts["report"] == 3
     assert "runs/ccsa-paper/celeba-ccsa/ccsa-res0att0-pub/model.pt" in out
     assert "results/sahn-paper/places2-sahn/sahn-pub/metrics.csv" in out
     assert "reports/experiments/sahn-paper-ablation/report.json" in out
