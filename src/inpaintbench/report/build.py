@@ -430,7 +430,7 @@ def table_data_html(data: dict) -> str:
                 text = html.escape(cell_text(c, k))
                 if c.get("mean") is not None and c["mean"] == top[b["bucket"]]:
                     text = f"<u>{text}</u>"  # the best mean of the column
-                tip = []
+                tip = [f"{name} = {c[key]:.4g}" for key, name in (("std", "std"), ("n", "n")) if c.get(key) is not None]
                 if c.get("diff") is not None:
                     tip.append(f"vs reference: {c['diff']:+.4g}" + (f" [{c['diff_lo']:.4g}, {c['diff_hi']:.4g}]"
                                                                      if c.get("diff_lo") is not None else ""))
