@@ -63,6 +63,7 @@ def assert_close(ours: torch.Tensor, official: torch.Tensor) -> float:
     assert ours.shape == official.shape
     diff = float((ours - official).abs().max())
     assert diff <= 1e-5, f"max abs diff {diff:.3g} against the official output"
+    print(f"max abs diff against the official output: {diff:.3g}")
     return diff
 
 

@@ -25,12 +25,13 @@ class PartialConv2d(nn.Conv2d):
             window = torch.ones(1, valid.shape[1], kh, kw, device=valid.device, dtype=valid.dtype)
             valid_count = F.conv2d(valid, window, stride=self.stride, padding=self.padding, dilation=self.dilation)
             new_valid = (valid_count > 0).to(valid.dtype)
-            scale = window.numel() / valid_count.clamp(min=1e-8) * new_valid
-        raw = F.conv2d(x * valid, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
-        out = raw * scale.to(raw.dtype)
-        if self.bias is not None:
-            out = (out + self.bias.view(1, -1, 1, 1)) * new_valid.to(raw.dtype)
-        return out, new_valid
+            scale = window.numel() / (valid_count + 1e-8) * new_valid  # as NVIDIA/MMagic: W/(sum(M) + 1e-8)
+        raw = F.conv2d(x * valid, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.bias is None:
+            return raw * scale.to(raw.dtype), new_valid
+        # the official arithmetic (NVIDIA partialconv2d.py, MMagic): ((W·X + b) − b)·ratio + b
+        bias = self.bias.view(1, -1, 1, 1)
+        return ((raw - bias) * scale.to(raw.dtype) + bias) * new_valid.to(raw.dtype), new_valid
 
 
 class PartialConvBlock(nn.Module):
