@@ -46,6 +46,20 @@ def test_single_image_with_a_classical_method_keeps_known_pixels(project):
     assert np.abs(out[hole].astype(int) - img[hole]).mean() > 1  # the hole was filled, not copied
 
 
+def test_odd_sizes_are_padded_to_what_the_model_needs(project):
+    from inpaintbench.inpaint import inpaint_array
+    from inpaintbench.models.rfr import RFRNet
+
+    model = RFRNet(base=4, recurrences=1).eval()   # needs sides that are multiples of 16
+    rng = np.random.default_rng(0)
+    image = rng.random((37, 45, 3)).astype(np.float32)
+    mask = np.zeros((37, 45), np.float32)
+    mask[10:20, 12:30] = 1
+    out = inpaint_array(model, image, mask)
+    assert out.shape == image.shape and np.isfinite(out).all()
+    assert np.array_equal(out[mask == 0], image[mask == 0])
+
+
 def test_errors_for_size_mismatch_and_non_binary_masks(project, capsys):
     write_rgb(project / "a.png", 24, 30, 0)
     write_mask(project / "small.png", 20, 30)

@@ -16,7 +16,8 @@ Which weights: a released entry (``weights:`` in params.yaml) uses its checkpoin
 method needs none; a trained model uses the checkpoint of ``--experiment``/``--train`` (default:
 the first run of the active experiments that has a checkpoint of the model). The networks are
 fully convolutional; an image whose sides are not a multiple of ``--pad-to`` (default 8, what
-the down-sampling models need) is reflect-padded for the network and cropped back.
+the down-sampling models need; more where a model says so, e.g. RFR 16) is reflect-padded for
+the network and cropped back.
 """
 from __future__ import annotations
 
@@ -119,6 +120,8 @@ def inpaint_array(method, image: np.ndarray, mask: np.ndarray, device: str = "cp
         out = method.inpaint_numpy(image, mask)
     else:
         h, w = mask.shape
+        # a model may need sides of a multiple of more than pad_to (RFR 16, CTSDG 2**depth)
+        pad_to = max(pad_to, int(getattr(method, "size_multiple", 1)), int(getattr(method, "multiple", 1)))
         x = torch.from_numpy(image).permute(2, 0, 1)[None].to(device)
         m = torch.from_numpy(mask)[None, None].to(device)
         ph, pw = (-h) % pad_to, (-w) % pad_to

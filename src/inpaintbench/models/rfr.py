@@ -140,6 +140,7 @@ class RFRNet(PConvLossModel):
             raise InpaintBenchError(f"rfr: recurrences must be >= 1 (got {recurrences}); fix models.<name>.args")
         c = base
         self.recurrences = int(recurrences)
+        self.size_multiple = 2 ** (levels + 1)  # the head's stride 2 and the module's `levels` stride-2 convs
         # 1. feature mapping
         self.head = nn.ModuleList([PartialConvBlock(3, c, 7, stride=2, bn=True, act="relu"),
                                    PartialConvBlock(c, c, 7, stride=1, bn=True, act="relu")])
