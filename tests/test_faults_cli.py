@@ -47,3 +47,10 @@ def test_unknown_names_are_clear_errors(project, capsys, argv, name):
     assert _run(argv) == 2
     err = capsys.readouterr().err
     assert repr(name) in err and "Traceback" not in err
+
+
+def test_report_before_aggregate_is_a_clear_error(project, capsys):
+    """A step whose input is missing names the file (was a FileNotFoundError traceback)."""
+    assert _run(["report", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist; run the step that produces it first" in err and "Traceback" not in err

@@ -354,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     except InpaintBenchError as exc:
         print(f"inpaintbench {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except FileNotFoundError as exc:  # an input a step reads before checking it: still no traceback
+        print(f"inpaintbench {args.verb}: error: {exc.filename or exc} does not exist; run the step that "
+              f"produces it first (`uv run snakemake` runs every step in order).", file=sys.stderr)
+        return 2
     return 0
 
 
