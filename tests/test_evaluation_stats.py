@@ -240,6 +240,17 @@ def test_fid_and_kid_with_cis_come_from_the_saved_features(pairs_ready):
     assert row.loc["fid", "mean"] == pytest.approx(frechet_distance_from_features(real, fake), rel=1e-3)
     assert row.loc["kid", "mean"] == pytest.approx(kid(real, fake), rel=1e-3, abs=1e-6)
     assert (row["lo"] <= row["hi"]).all() and row["count"].tolist() == [6, 6]
+    # a second method: FID/KID paired comparisons from the saved features reach paired.csv
+    evaluate_job(params, "tiny", "photos", "copy-input")
+    params.raw["experiments"]["tiny"]["models"] = ["copy-input", "biharmonic"]
+    aggregate_experiment(params, "tiny")
+    paired = pd.read_csv(paths.summary_csv("tiny").parent / "paired.csv")
+    sub = paired[(paired.metric == "fid") & (paired.bucket == "all")].iloc[0]
+    other = pd.read_csv(paths.result_dir("tiny", "photos", "copy-input") / "fid.csv")
+    fid_copy = other[(other.bucket == "all") & (other.metric == "fid")]["mean"].iloc[0]
+    assert (sub.model, sub.other, sub.n) == ("copy-input", "biharmonic", 6)
+    assert sub["diff"] == pytest.approx(fid_copy - row.loc["fid", "mean"], rel=1e-3)
+    assert sub["lo"] <= sub["diff"] <= sub["hi"] and 0 < sub["p"] <= 1
 
 
 def test_dvc_metrics_carry_the_ci_bounds(pairs_ready):

@@ -131,3 +131,24 @@ def test_feature_cis_bracket_the_estimates():
         assert ci["kid_lo"] < kid(x, y) < ci["kid_hi"]
         f = frechet_distance_from_features(x, y)
         assert ci["fid_lo"] < f < ci["fid_hi"] and ci["fid_hi"] - ci["fid_lo"] < f
+
+
+def test_paired_feature_difference_is_consistent_with_its_ci():
+    from inpaintbench.metrics.kid import feature_boot, paired_difference
+
+    rng = np.random.default_rng(4)
+    real = rng.normal(size=(40, 16))
+    near = real + rng.normal(0, 0.3, size=real.shape)
+    far = real + rng.normal(0.8, 0.3, size=real.shape)
+    s = BootstrapSettings(resamples=300)
+    a, b, c = feature_boot(real, near, s), feature_boot(real, far, s), feature_boot(real, near + 1e-9, s)
+    # resample FIDs take the nuclear norm from eigenvalues of C C^T (squares the condition number):
+    # agreement with the SVD-based FID to ~1e-6 relative
+    assert a["fid"] == pytest.approx(frechet_distance_from_features(real, near), rel=1e-5)
+    assert a["kid"] == pytest.approx(kid(real, near), rel=1e-9)
+    for metric in ("fid", "kid"):
+        diff, lo, hi, p = paired_difference(a, b, metric)
+        assert diff == pytest.approx(a[metric] - b[metric]) and lo < diff < hi
+        assert hi < 0 and p < 0.05  # near is clearly closer to the real set than far
+        diff, lo, hi, p = paired_difference(a, c, metric)  # practically the same composites
+        assert lo <= 0 <= hi and p > 0.05

@@ -9,7 +9,9 @@ CI over resampled pairs computed by the evaluate step). Buckets are the experime
 model order) on the same pairs of a (train, dataset, bucket) and every per-image metric: ``n``,
 ``diff`` = mean of a - b over the pairs, its bootstrap CI ``lo``/``hi``, and ``p``, the two-sided
 Wilcoxon signed-rank p-value, *uncorrected*: the tables apply Holm within each table (family =
-the comparisons shown in that table), see ``report.tables``.
+the comparisons shown in that table), see ``report.tables``. FID and KID rows (when the evaluate
+step saved Inception features) compare the two set metrics on the same resampled pairs:
+``diff`` its bootstrap CI and a bootstrap p-value (``metrics.kid.paired_difference``).
 """
 from __future__ import annotations
 
@@ -98,6 +100,42 @@ def paired_table(per_image: pd.DataFrame, models: list[str], bucket_order: list[
     return _stats(per_image, models, bucket_order, settings, pairs=True)[1]
 
 
+def feature_pairs(params, experiment: str, models: list[str], bucket_order: list[str], settings: BootstrapSettings) -> pd.DataFrame:
+    """FID and KID comparisons of every two methods from the saved Inception features
+    (features_<dataset>.npz of the evaluate step), on the same pairs and the same resamples:
+    rows as in paired.csv, ``p`` the bootstrap p-value of ``metrics.kid.paired_difference``."""
+    from ..metrics.kid import feature_boot, paired_difference
+
+    resamples = int(dict(params.raw.get("fid") or {}).get("ci_resamples", 200))
+    rows = []
+    for run in params.experiment(experiment)["runs"]:
+        for dataset in run["eval"]:
+            feats = {}
+            for m in models:
+                f = paths.result_dir(experiment, run["train"], m) / f"features_{dataset}.npz"
+                if f.exists():
+                    with np.load(f) as z:
+                        feats[m] = {k: z[k] for k in ("real", "fake", "bucket", "pair_id")}
+            if len(feats) < 2:
+                continue
+            first = next(iter(feats.values()))
+            feats = {m: v for m, v in feats.items() if np.array_equal(v["pair_id"], first["pair_id"])}
+            order = [m for m in models if m in feats]
+            for bucket in [*bucket_order, ALL]:
+                sel = np.ones(len(first["bucket"]), bool) if bucket == ALL else first["bucket"] == bucket
+                if sel.sum() < 3:
+                    continue
+                boots = {m: feature_boot(feats[m]["real"][sel], feats[m]["fake"][sel], settings, resamples) for m in order}
+                for i, a in enumerate(order):
+                    for b in order[i + 1:]:
+                        for metric in ("fid", "kid"):
+                            diff, lo, hi, p = paired_difference(boots[a], boots[b], metric, settings.level)
+                            rows.append({"experiment": experiment, "train": run["train"], "dataset": dataset, "bucket": bucket,
+                                         "metric": metric, "model": a, "other": b, "n": int(sel.sum()), "diff": diff,
+                                         "lo": lo, "hi": hi, "p": p})
+    return pd.DataFrame(rows, columns=PAIRED_FIELDS)
+
+
 def aggregate_experiment(params, experiment: str) -> Path:
     from ..evaluate import bootstrap_settings
 
@@ -116,6 +154,9 @@ def aggregate_experiment(params, experiment: str) -> Path:
     per_image = pd.concat(frames, ignore_index=True)
     buckets = [b.label for b in params.buckets(experiment)]
     summary, paired = _stats(per_image, list(exp["models"]), buckets, settings, pairs=True)
+    feature_rows = feature_pairs(params, experiment, list(exp["models"]), buckets, settings)
+    if not feature_rows.empty:
+        paired = pd.concat([paired, feature_rows], ignore_index=True)
     fids = [f.reindex(columns=SUMMARY_FIELDS) for f in fids if not f.empty]
     if fids:
         summary = pd.concat([summary, *fids], ignore_index=True)

@@ -620,8 +620,9 @@ def metric_definitions(fid_status: tuple[bool, str] | None = None, *, quantize: 
         f"The p-values are Holm-corrected over all comparisons of a table (family-wise error {alpha}); ▲/▼ mark a "
         "method significantly better/worse than the reference. **Best** in a column is a set, not one number: the "
         "method with the best mean and every method not significantly worse than it (Wilcoxon against the top "
-        "method, Holm within the column), bold in Markdown and LaTeX; FID and KID have no per-image pairs, so their "
-        "bold is the best value alone."
+        "method, Holm within the column), bold in Markdown and LaTeX. FID and KID have no per-image scores: their tests "
+        "compare two methods on the same resampled pairs of the saved features (bootstrap CI of the difference, "
+        "p-value by inverting it), Holm-corrected in the same families."
     )
     if fid_status is not None:
         available, reason = fid_status

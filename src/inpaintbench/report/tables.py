@@ -28,8 +28,10 @@ Rules (also in the caption and the report's definitions):
   method on the same pairs, Holm-corrected over all (method, metric, bucket) comparisons of this
   table; "better"/"worse" when the adjusted p < alpha, in the metric's direction.
 * ``best``: the method with the best mean in the column, and every method not significantly worse
-  than it (Wilcoxon against the top method, Holm-corrected within the column). Metrics without
-  per-image pairs (FID, KID) have no tests: their best set is the best value alone.
+  than it (Wilcoxon against the top method, Holm-corrected within the column).
+* FID and KID have no per-image scores: their tests are the bootstrap tests of the paired difference
+  on the same resampled pairs of the saved Inception features (``metrics.kid.paired_difference``),
+  Holm-corrected in the same families; without saved features the best set is the best value.
 
 Markdown/LaTeX cells read ``mean [lo, hi]`` followed by ▲ (significantly better than the
 reference) or ▼ (significantly worse); the best set is bold; the reference row is marked "(ref.)";
@@ -177,7 +179,8 @@ def caption(data: dict) -> str:
                      f"(ref.) on the same pairs: two-sided Wilcoxon signed-rank test, Holm-corrected over the table's "
                      f"comparisons, alpha = {data['alpha']}.")
     parts.append("Bold: the best set of the column, the best mean and every method not significantly worse than it "
-                 "(Wilcoxon against the top method, Holm within the column; FID/KID: the best value, no test).")
+                 "(Wilcoxon against the top method, Holm within the column; FID/KID: bootstrap test of the paired "
+                 "difference on resampled pairs instead of Wilcoxon).")
     return " ".join(parts)
 
 
