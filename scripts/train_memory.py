@@ -20,7 +20,8 @@ import sys
 import time
 
 
-def measure(model_name: str, experiment: str, batch: int, steps: int, device: str) -> dict:
+def measure(model_name: str, experiment: str, batch: int, steps: int, device: str,
+            no_deform_checkpoint: bool = False) -> dict:
     import torch
 
     from inpaintbench.config import load_params
@@ -38,6 +39,12 @@ def measure(model_name: str, experiment: str, batch: int, steps: int, device: st
         _resnet_stand_in()
     torch.manual_seed(0)
     model = registry.build(spec["arch"], spec.get("args"), spec.get("loss"), ctx).to(device)
+    if no_deform_checkpoint:  # the footprint before SAHN's deformable convs were checkpointed
+        from inpaintbench.models.layers.sahn_deform import DeformableConv2d
+
+        for m in model.modules():
+            if isinstance(m, DeformableConv2d):
+                m.checkpoint = False
     cfg = params.training(model_name, experiment)
     opt_g = make_optimizer(model.generator_parameters(), cfg["optimizer"])
     opt_d = make_optimizer(model.discriminator.parameters(), cfg.get("d_optimizer", cfg["optimizer"])) \
@@ -95,10 +102,13 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=[1])
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-deform-checkpoint", action="store_true",
+                    help="measure SAHN's deformable convs without checkpointing (the earlier footprint)")
     ns = ap.parse_args(argv)
     if not ns.all:
         for b in ns.batch:
-            print(json.dumps(measure(ns.model, ns.experiment, b, ns.steps, ns.device)), flush=True)
+            print(json.dumps({**measure(ns.model, ns.experiment, b, ns.steps, ns.device, ns.no_deform_checkpoint),
+                              "deform_checkpoint": not ns.no_deform_checkpoint}), flush=True)
         return 0
     for model, experiment in pub_jobs():
         for b in ns.batch:
