@@ -163,7 +163,8 @@ def test_overlay_reached_every_step(replica):
     run = json.loads((folder / "runs" / "sahn-paper" / "paris-sahn" / "sahn-pub" / "run.json").read_text())
     assert run["steps"] == 1 and run["teacher"]["kind"] == "imagenet-resnet50"
     prep = json.loads((folder / "data" / "prepared" / "celeba-ccsa" / "prepare.json").read_text())
-    assert sum(prep["counts"].values()) == 20
+    # subset n 20 (4 test, 16 train) and 1 validation image from outside the subset (10 % of 16)
+    assert prep["counts"] == {"train": 16, "val": 1, "test": 4}
 
 
 @pytest.mark.slow
