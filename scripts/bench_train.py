@@ -112,23 +112,36 @@ def bench_model(params, model_name: str, size: int, batch: int, device: str, ste
             "steps": steps}
 
 
-def count_flops(params, names: list[str], size: int | None) -> int:
+def count_flops(params, names: list[str], size: int | None, force: bool = False) -> int:
     """Merge FLOP/memory counts of `names` into benchmarks/train-flops-cpu.json (one row per model, size)."""
     path = cost.FLOPS_FILE
     old = json.loads(path.read_text()) if path.exists() else {"rows": []}
     rows = {(r["model"], r["size"]): r for r in old["rows"]}
     for name, s in dict.fromkeys((n, size or sz) for n in names for sz, _ in settings_of(params, n)):
+        if (name, s) in rows and not force:
+            print(f"{name:20s} {s}px: already in {path} (--force to count again)")
+            continue
         start = time.perf_counter()
-        r = cost.measure_step(params, name, s)
+        try:
+            r = cost.measure_step(params, name, s)
+        except (InpaintBenchError, RuntimeError, ValueError) as exc:  # e.g. a size the model cannot take
+            print(f"{name:20s} {s}px: not counted: {str(exc).splitlines()[0]}")
+            continue
         rows[(name, s)] = r
+        write_rows(path, rows)  # after every model: a long run that is stopped keeps what it counted
         print(f"{name:20s} {s}px: {r['flops_per_sample'] / 1e9:,.1f} GFLOP per sample per step (counted at {r['measured_at']}px, "
               f"x{r['scale']:g}), saved activations {r['saved_bytes_per_sample'] / 2**20:,.0f} MiB/sample, "
               f"{r['trainable_parameters'] / 1e6:.1f} M params ({time.perf_counter() - start:.0f} s)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"command": shlex.join(["python", *sys.argv]), "torch": torch.__version__,
-                                "rows": sorted(rows.values(), key=lambda r: (r["model"], r["size"]))}, indent=1) + "\n")
     print("wrote", path)
     return 0
+
+
+def write_rows(path: Path, rows: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"command": shlex.join(["python", *sys.argv]), "torch": torch.__version__,
+                               "rows": sorted(rows.values(), key=lambda r: (r["model"], r["size"]))}, indent=1) + "\n")
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline-size", type=int, default=256, help="image side of the pipeline-only measurement")
     ap.add_argument("--flops", action="store_true",
                     help=f"only count FLOPs and saved activations per sample (CPU) into {cost.FLOPS_FILE} (report/cost.py)")
+    ap.add_argument("--measure-at", type=int, help=f"--flops: count at most at this size and scale (default {cost.MEASURE_MAX_SIZE})")
+    ap.add_argument("--force", action="store_true", help="--flops: count again models already in the file")
     ap.add_argument("--json", type=Path, help="write the rows here (report/cost.py reads benchmarks/train-<device>.json)")
     ns = ap.parse_args(argv)
     torch.set_num_threads(ns.threads)
@@ -155,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     if not names:
         ap.error("give --model NAME or --all-pub")
     if ns.flops:
-        return count_flops(params, names, ns.size)
+        if ns.measure_at:
+            cost.MEASURE_MAX_SIZE = ns.measure_at
+        return count_flops(params, names, ns.size, ns.force)
     modes = ns.modes.split(",") if ns.modes else (["fp32", "bf16", "bf16-compile"] if ns.device.startswith("cuda") else ["fp32"])
     print("command:", shlex.join(["python", *sys.argv]))
     print("device:", device_name(ns.device), f"| torch threads {ns.threads} | pipeline workers {ns.workers}")

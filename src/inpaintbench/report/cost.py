@@ -126,13 +126,16 @@ def measure_step(params, model_name: str, size: int) -> dict:
     image = torch.rand(n, 3, at, at, generator=g)
     mask = (F.interpolate(torch.rand(n, 1, 8, 8, generator=g), size=at, mode="bilinear") > 0.6).float()
     saved = {}
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()} | {
+        b.untyped_storage().data_ptr() for b in model.buffers()}
 
     def pack(t):
         try:
             key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
         except (RuntimeError, NotImplementedError):
             key = (id(t), t.numel() * t.element_size())
-        saved[key] = key[1]
+        if key[0] not in weights:  # weights saved for the backward are in state_bytes, not activations
+            saved[key] = key[1]
         return t
 
     with _FlopCount() as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
