@@ -372,7 +372,11 @@ def test_writers_are_complete_and_atomic(tmp_path):
     spec = dict(CCSA_T2, datasets={"dtd": "DTD"}, buckets={"(0.25, 0.35]": "0.3"})
     pt = build_paper_table(summary, spec, "small")
     paths = write_paper_table(pt, tmp_path / "tables", "ccsa_t2_small")
-    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["ccsa_t2_small.csv", "ccsa_t2_small.md", "ccsa_t2_small.tex"]
+    written = sorted(p.name for p in (tmp_path / "tables").iterdir() if not p.name.endswith(".integrity.json"))
+    assert written == ["ccsa_t2_small.csv", "ccsa_t2_small.md", "ccsa_t2_small.tex"]  # no temporary files left
+    # the CSV's integrity record (inpaintbench.integrity) is the only other file
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir() if p.name.endswith(".integrity.json")) in (
+        [], [".ccsa_t2_small.csv.integrity.json"])
     with open(paths["csv"], newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(pt.tidy) == 3 * 7
@@ -386,3 +390,11 @@ def test_metric_definitions_paragraph():
     for needle in ("composite", "data range 1", "sigma 1.5", "11x11", "per channel", "full image", "hole pixels only",
                    "2048-d pool3", "fewer than 2048 images", "FID not computed: weights missing."):
         assert needle in text, needle
+    # the statistics and the 8-bit protocol
+    text = metric_definitions((False, ""), quantize="uint8", ci="95% percentile bootstrap, 1000 resamples, seed 0",
+                              lpips_status=(False, "LPIPS not computed: no backbone."))
+    for needle in ("rounded to 8 bits", "evaluation.quantize: uint8", "mean [lo, hi]", "95% percentile bootstrap",
+                   "Wilcoxon signed-rank", "Holm", "not significantly worse", "KID", "LPIPS", "n, the number of images",
+                   "LPIPS not computed: no backbone."):
+        assert needle in text, needle
+    assert "not rounded to 8 bits" in metric_definitions(quantize="none")

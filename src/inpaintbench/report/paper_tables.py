@@ -500,7 +500,8 @@ def _caption(pt: PaperTable) -> str:
         parts.append("Ours: mean [bootstrap CI of the mean, evaluation.bootstrap] over n = " + ", ".join(map(str, n)) + " images per cell.")
     if (t["sig"] != "").any() or t["p_holm"].notna().any():
         parts.append(f"▲/▼: significantly better/worse than our {t['reference'].iloc[0]} on the same pairs "
-                     "(two-sided Wilcoxon signed-rank, Holm over this table's comparisons, alpha 0.05).")
+                     "(two-sided Wilcoxon signed-rank; FID: bootstrap test of the paired difference; Holm over this table's "
+                     "comparisons, alpha 0.05).")
         parts.append("Bold: best published value per column; among ours, the best mean and every method not "
                      "significantly worse than it (Wilcoxon against the top, Holm within the column).")
     else:
