@@ -29,6 +29,11 @@ MEASURED: dict[str, tuple[int, float, float | None]] = {
     "ccsa-res1att0-pub": (128, 2578, None),
     "ccsa-res0att0-pub": (128, 2563, None),
     "edgeconnect-pub": (256, 1436, None),
+    "ctsdg-pub": (256, 2339, None),
+    "lama-fourier-pub": (256, 1602, None),
+    "sahn-pub": (256, 4032, None),  # 4719 MB before its deformable convs were checkpointed
+    "sahn-no-unet-pub": (256, 4032, None),  # not measured separately: the full SAHN-pub's peak (an upper bound)
+    "sahn-no-msf-pub": (256, 4032, None),   # idem (without MSF it has no deformable convs at all)
 }
 #: built-in settings (64 px, batch 8, tiny widths): the whole built-in main job peaks at 1.26 GB RSS
 #: (README "Measured"); one of its training jobs stays below it.
