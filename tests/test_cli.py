@@ -67,3 +67,15 @@ def test_help_works_without_a_params_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     text = " ".join(_help(capsys, ["train", "--help"]).split())
     assert "see params.yaml" in text
+
+
+def test_uv_run_does_not_recompile_the_environment():
+    # `compile-bytecode = true` in [tool.uv] makes every `uv run` recompile all of site-packages
+    # ("Bytecode compiled 21091 files", astral-sh/uv#12202); compile once at sync instead
+    import tomllib
+
+    from conftest import ROOT
+
+    uv = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"].get("uv", {})
+    assert not uv.get("compile-bytecode", False)
+    assert "--compile-bytecode" in (ROOT / ".ci" / "run").read_text()
