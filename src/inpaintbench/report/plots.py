@@ -188,13 +188,15 @@ def metric_vs_bucket(summary: pd.DataFrame, dataset: str, models: list[str], buc
         _save(fig, path)
 
 
-def pick_samples(pairs: list[dict], available, per_bucket: int = 1) -> list[dict]:
+def pick_samples(pairs: list[dict], available, per_bucket: int = 1, candidates: int = 64) -> list[dict]:
     """Per bucket, the pairs whose ground truth shows the most content: highest standard deviation
     of the image, among those not nearly black or white (mean brightness within [0.12, 0.88]
-    when any is), restricted to pairs every method has a saved sample for (`available(pair)`)."""
+    when any is), restricted to pairs every method has a saved sample for (`available(pair)`);
+    the first `candidates` such pairs of each bucket (pair files are in seeded random order) are
+    looked at, so large test sets are not all decoded."""
     by_bucket: dict[str, list[tuple[float, int, dict]]] = {}
     for i, p in enumerate(pairs):
-        if not available(p):
+        if len(by_bucket.get(p["bucket"], [])) >= candidates or not available(p):
             continue
         img = load_image(p["image_path"])
         by_bucket.setdefault(p["bucket"], []).append((float(img.std()), float(img.mean()), i, p))
