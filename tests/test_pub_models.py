@@ -20,6 +20,8 @@ from inpaintbench.train.trainer import make_optimizer, train_step
 
 NEED_MB = 7000  # peak of the largest job here (SAHN-pub, 256 px, batch 1, with checkpointed deformable convs)
 TRAIN_BATCH = {"pconv-pub": 2}
+# DDNM's evaluation is its sampler: 2 of its 100 DDIM steps exercise every shape (each ≈ 5-20 s at 256 px on CPU)
+ARGS_OVERRIDE = {"ddnm-pub": {"sampling_steps": 2}}
 
 
 def _available_mb() -> int:
@@ -71,7 +73,7 @@ def test_pub_model_trains_one_step_and_evaluates_at_its_resolution(model, experi
     ctx = BuildContext(image_size=size, seed=0, perceptual={"backbone": "random-vgg16", "width": 1.0}, device="cpu",
                        teacher={"kind": "imagenet-resnet50"})
     torch.manual_seed(0)
-    net = registry.build(spec["arch"], spec.get("args"), spec.get("loss"), ctx)
+    net = registry.build(spec["arch"], {**spec.get("args", {}), **ARGS_OVERRIDE.get(model, {})}, spec.get("loss"), ctx)
     cfg = PARAMS.training(model, experiment)
     opt_g = make_optimizer(net.generator_parameters(), cfg["optimizer"])
     opt_d = make_optimizer(net.discriminator.parameters(), cfg.get("d_optimizer", cfg["optimizer"])) \

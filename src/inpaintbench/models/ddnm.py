@@ -127,8 +127,12 @@ class DDNM(InpaintModel):
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.noise_schedule.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
         xt = self.noise_schedule.add_noise(x0, noise, t)
-        loss = F.mse_loss(self.unet(xt, t).sample, noise)
-        return StepOutput(loss, {"eps_mse": float(loss.detach())}, None)
+        eps = self.unet(xt, t).sample
+        loss = F.mse_loss(eps, noise)
+        # pred: the prior's one-step estimate x_{0|t} of the batch (for logging/tests), in [0, 1]
+        a = self.noise_schedule.alphas_cumprod.to(x0)[t].view(-1, 1, 1, 1)
+        x0_t = ((xt - (1 - a).sqrt() * eps.detach()) / a.sqrt()).clamp(-1, 1)
+        return StepOutput(loss, {"eps_mse": float(loss.detach())}, (x0_t + 1) / 2)
 
     # ---- null-space sampling ---------------------------------------------------------------
     def x0_from_eps(self, xt: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
