@@ -42,7 +42,7 @@ from .base import BuildContext, InpaintModel, StepOutput
 from .registry import register
 
 DEFAULT_ARGS = {
-    "channels": [8, 16, 32],   # UNet2DModel block_out_channels (built-in tiny prior)
+    "channels": [8, 16, 16],   # UNet2DModel block_out_channels (built-in tiny prior)
     "layers_per_block": 1,
     "attention": False,        # an attention block at the lowest resolution (down and up)
     "norm_groups": 4,

@@ -42,19 +42,19 @@ from .registry import register
 
 # built-in 64 px default; published SPL (official G_Net, ASL teacher): see PAPER_ARGS
 DEFAULT_ARGS = {
-    "base": 8,             # image encoder widths base, 2·base, 4·base (official 64)
-    "sem_width": 16,       # semantic branch width (official 256)
+    "base": 4,             # image encoder widths base, 2·base, 4·base (official 64)
+    "sem_width": 12,       # semantic branch width (official 256)
     "rdb_count": 2,        # RDBs in the prior learner (official 16)
     "rdb_growth": 8,       # growth rate (official 32)
     "rdb_layers": 2,       # conv layers per RDB (official 6)
     "recon_blocks": 1,     # residual blocks after the trunk (official 4)
-    "recon_hidden": 16,    # their hidden width (official 256)
+    "recon_hidden": 12,    # their hidden width (official 256)
     "middle_blocks": 2,    # SPADE residual blocks (official 8)
-    "middle_hidden": 32,   # their hidden width (official 256)
-    "spade_hidden": 16,    # SPADE embedding width (official 128)
+    "middle_hidden": 16,   # their hidden width (official 256)
+    "spade_hidden": 8,     # SPADE embedding width (official 128)
     "rn_threshold": 0.8,   # RN-L region threshold (official 0.8)
     "kernel": 3,           # the 7×7 stem / output convolutions (official 7; 3 keeps the CPU run small)
-    "disc_base": 8,        # PatchGAN width (official 64)
+    "disc_base": 4,        # PatchGAN width (official 64)
     "teacher": None,       # None: the experiment's teacher.kind (train/teacher.py); else a kind
     "teacher_allow_download": None,
 }
