@@ -35,7 +35,7 @@ from fakedata import (FakeServer, celeba_files, dtd_files, hole_png, image_bytes
                       qdimd_files, tar_bytes, urban100_files)
 
 BIN = Path(sys.executable).parent
-TIMEOUT = 1500  # seconds for the whole suite on 2 CPU cores
+TIMEOUT = 3600  # seconds for the whole suite (~110 jobs) on 2 CPU cores
 
 #: Places365 replica categories: more than the 5 that `places2-sahn: {categories: 5}` draws
 PLACES_CATS = ["/a/airfield", "/a/apartment_building/outdoor", "/b/bedroom", "/c/canyon", "/d/desert/sand",
