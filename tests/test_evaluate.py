@@ -76,7 +76,17 @@ def test_corrupt_image_in_pairs_is_a_clear_error(pairs_ready, capsys):
         fh.write(b"not a png")
     assert main(["evaluate", "tiny", "photos", "copy-input"]) == 2
     err = capsys.readouterr().err
-    assert "cannot read image" in err and first in err and "Traceback" not in err
+    # the manifest's sha256 catches the damaged file before it is decoded
+    assert "does not match the sha256 in the manifest" in err and first in err and "Traceback" not in err
+
+
+def test_undecodable_image_is_a_clear_error(tmp_path):
+    from inpaintbench.io import load_image
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(InpaintBenchError, match=r"cannot read image .*bad\.png"):
+        load_image(bad)
 
 
 def test_missing_checkpoint_names_the_step_to_run(pairs_ready, capsys):
