@@ -126,24 +126,21 @@ def test_untrained_model_is_a_clear_error(project, capsys):
 def test_released_model_from_the_hub_cache(project, monkeypatch, tmp_path):
     from test_released import lama_checkpoint, lama_spec
 
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        data = lama_checkpoint(tmp_path / "hub" / "checkpoints" / "lama-test.ckpt")
-        params = tiny_params()
-        params["models"]["lama-test"] = lama_spec()
-        write_params(project, params)
-        image = (data["image"][0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(image).save(project / "a.png")
-        hole = data["mask"][0, 0].numpy() > 0.5
-        Image.fromarray((hole * 255).astype(np.uint8)).save(project / "m.png")
-        assert main(["inpaint", "--model", "lama-test", "--image", "a.png", "--mask", "m.png", "-o", "o.png"]) == 0
-        from inpaintbench.models.released import build_released
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))   # the cache is $TORCH_HOME/hub
+    data = lama_checkpoint(tmp_path / "hub" / "checkpoints" / "lama-test.ckpt")
+    params = tiny_params()
+    params["models"]["lama-test"] = lama_spec()
+    write_params(project, params)
+    image = (data["image"][0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(image).save(project / "a.png")
+    hole = data["mask"][0, 0].numpy() > 0.5
+    Image.fromarray((hole * 255).astype(np.uint8)).save(project / "m.png")
+    assert main(["inpaint", "--model", "lama-test", "--image", "a.png", "--mask", "m.png", "-o", "o.png"]) == 0
+    from inpaintbench.models.released import build_released
 
-        net = build_released("lama-test", lama_spec())
-        x = torch.from_numpy(image / 255.0).float().permute(2, 0, 1)[None]
-        expected = net.inpaint(x, torch.from_numpy(hole.astype(np.float32))[None, None])[0].permute(1, 2, 0).numpy()
-        out = read(project / "o.png") / 255.0
-        assert np.abs(out - expected).max() <= 0.5 / 255 + 1e-6
-        assert np.array_equal(read(project / "o.png")[~hole], image[~hole])
-    finally:
-        torch.hub.set_dir(str(tmp_path / "unused"))
+    net = build_released("lama-test", lama_spec())
+    x = torch.from_numpy(image / 255.0).float().permute(2, 0, 1)[None]
+    expected = net.inpaint(x, torch.from_numpy(hole.astype(np.float32))[None, None])[0].permute(1, 2, 0).numpy()
+    out = read(project / "o.png") / 255.0
+    assert np.abs(out - expected).max() <= 0.5 / 255 + 1e-6
+    assert np.array_equal(read(project / "o.png")[~hole], image[~hole])

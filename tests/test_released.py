@@ -54,10 +54,9 @@ def lama_spec(file="lama-test.ckpt", **weights) -> dict:
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
+    # TORCH_HOME alone moves the cache (torch.hub.set_dir would pin it for every later test)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    torch.hub.set_dir(str(tmp_path / "torch" / "hub"))
     yield tmp_path / "torch" / "hub" / "checkpoints"
-    torch.hub.set_dir(os.path.join(os.environ.get("TORCH_HOME", os.path.expanduser("~/.cache/torch")), "hub"))
 
 
 def test_safe_load_never_runs_code_named_by_the_file(tmp_path):
