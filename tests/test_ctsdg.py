@@ -164,7 +164,7 @@ def test_trains_with_falling_loss_through_train_step():
     hist, total, d_logs = [], [], None
     for _ in range(16):
         out, d = train_step(model, image, mask, opt_g, opt_d)
-        hist.append(out.logs)
+        hist.append({k: float(v) for k, v in out.logs.items()})  # logs are 0-d tensors (no per-step sync)
         total.append(float(out.total.detach()))
         d_logs = d.logs
     assert set(hist[0]) == {"hole", "valid", "adversarial", "intermediate", "perceptual", "style"}

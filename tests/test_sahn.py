@@ -344,7 +344,7 @@ def test_composite_and_loss_weights(teacher_ckpt):
                            _ctx(teacher_ckpt, 32))
     image, mask = _batch(2, 32)
     out = model.generator_losses(image, mask)
-    assert out.total.item() == pytest.approx(out.logs["rec"], rel=1e-5)
+    assert out.total.item() == pytest.approx(float(out.logs["rec"]), rel=1e-5)
     restored = model.inpaint(image, mask)
     assert torch.equal(restored * (1 - mask), image * (1 - mask))
     assert torch.allclose(restored, composite(out.pred.clamp(0, 1), image, mask), atol=1e-6)

@@ -221,7 +221,7 @@ class CTSDG(InpaintModel):
             terms["style"] = style_loss(f_out, f_gt) + style_loss(f_comp, f_gt)
         total = sum(w[k] * v for k, v in terms.items())
         self._cache = {"image": image, "mask": mask, "gray": gray, "edges": edges}
-        return StepOutput(total, {k: float(v.detach()) for k, v in terms.items()}, pred)
+        return StepOutput(total, {k: v.detach() for k, v in terms.items()}, pred)
 
     def discriminator_losses(self, image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> StepOutput:
         cache = self._cache
@@ -234,7 +234,7 @@ class CTSDG(InpaintModel):
         d_fake, edge_fake = self._disc(pred.detach(), gray, edges, real=False)
         adv = bce(d_real, 1.0) + bce(d_fake, 0.0)
         edge = bce(edge_real, edges) + bce(edge_fake, edges)
-        return StepOutput(adv + edge, {"adversarial": float(adv.detach()), "edge": float(edge.detach())})
+        return StepOutput(adv + edge, {"adversarial": adv.detach(), "edge": edge.detach()})
 
 
 @register("ctsdg")

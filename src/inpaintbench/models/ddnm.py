@@ -132,7 +132,7 @@ class DDNM(InpaintModel):
         # pred: the prior's one-step estimate x_{0|t} of the batch (for logging/tests), in [0, 1]
         a = self.noise_schedule.alphas_cumprod.to(x0)[t].view(-1, 1, 1, 1)
         x0_t = ((xt - (1 - a).sqrt() * eps.detach()) / a.sqrt()).clamp(-1, 1)
-        return StepOutput(loss, {"eps_mse": float(loss.detach())}, (x0_t + 1) / 2)
+        return StepOutput(loss, {"eps_mse": loss.detach()}, (x0_t + 1) / 2)
 
     # ---- null-space sampling ---------------------------------------------------------------
     def x0_from_eps(self, xt: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:

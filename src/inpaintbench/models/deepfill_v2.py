@@ -179,12 +179,12 @@ class DeepFillV2(InpaintModel):
                 for p, f in zip(d_params, flags):
                     p.requires_grad_(f)
         total = sum(self.weights[k] * v for k, v in terms.items())
-        return StepOutput(total, {k: float(v.detach()) for k, v in terms.items()}, pred)
+        return StepOutput(total, {k: v.detach() for k, v in terms.items()}, pred)
 
     def discriminator_losses(self, image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> StepOutput:
         real, fake = hinge_d_loss(self._scores(image, mask), self._scores(composite(pred.detach(), image, mask), mask))
         # the trainer prefixes these keys with "d_"
-        return StepOutput(real + fake, {"hinge_real": float(real.detach()), "hinge_fake": float(fake.detach())})
+        return StepOutput(real + fake, {"hinge_real": real.detach(), "hinge_fake": fake.detach()})
 
 
 @register("deepfill_v2")

@@ -212,7 +212,7 @@ class EdgeConnect(InpaintModel):
         adv = _bce_logits(logits_fake, real=True)
         fm = sum(F.l1_loss(f, r) for f, r in zip(feats_fake, feats_real))
         total = self.weights["adv1"] * adv + self.weights["fm"] * fm
-        return total, {"edge_adv": float(adv.detach()), "edge_fm": float(fm.detach())}
+        return total, {"edge_adv": adv.detach(), "edge_fm": fm.detach()}
 
     def _image_losses(self, image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor,
                       edges_comp: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -232,7 +232,7 @@ class EdgeConnect(InpaintModel):
             terms["img_perceptual"] = perceptual_loss(self.backbone(pred), f_gt)
             terms["img_style"] = style_loss(self.backbone(pred * mask), f_gt_hole)  # hole only (official)
             total = total + w["perceptual"] * terms["img_perceptual"] + w["style"] * terms["img_style"]
-        return total, {k: float(v.detach()) for k, v in terms.items()}
+        return total, {k: v.detach() for k, v in terms.items()}
 
     def generator_losses(self, image: torch.Tensor, mask: torch.Tensor) -> StepOutput:
         for m in self._frozen_modules():
@@ -279,11 +279,11 @@ class EdgeConnect(InpaintModel):
             real, fake = self._real_fake_logits(d1, torch.cat([gray, edges_gt], 1),
                                                 torch.cat([gray, run["edges_pred"].detach()], 1))
             loss = (_bce_logits(real, True) + _bce_logits(fake, False)) / 2   # max_D1 of Eq. 2-3
-            return StepOutput(loss, {"edge": float(loss.detach())})
+            return StepOutput(loss, {"edge": loss.detach()})
         d2 = self.discriminator["image"]
         real, fake = self._real_fake_logits(d2, image, pred.detach())
         loss = (_bce_logits(real, True) + _bce_logits(fake, False)) / 2       # max_D2 of Eq. 6
-        return StepOutput(loss, {"image": float(loss.detach())})
+        return StepOutput(loss, {"image": loss.detach()})
 
 
 @register("edgeconnect")

@@ -154,7 +154,7 @@ class LamaFourier(InpaintModel):
         if w["l1"] > 0:
             terms["l1"] = F.l1_loss(pred * (1 - mask), image * (1 - mask))
         total = sum(w[k] * v for k, v in terms.items())
-        return StepOutput(total, {k: float(v.detach()) for k, v in terms.items()}, pred)
+        return StepOutput(total, {k: v.detach() for k, v in terms.items()}, pred)
 
     def discriminator_losses(self, image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> StepOutput:
         use_r1 = self.weights["r1"] > 0
@@ -165,12 +165,12 @@ class LamaFourier(InpaintModel):
         loss_real = F.softplus(-real_logits).mean()
         loss_fake = (F.softplus(fake_logits) * fake + F.softplus(-fake_logits) * (1 - fake)).mean()
         total = loss_real + loss_fake
-        logs = {"real": float(loss_real.detach()), "fake": float(loss_fake.detach())}  # trainer adds "d_"
+        logs = {"real": loss_real.detach(), "fake": loss_fake.detach()}  # trainer adds "d_"
         if use_r1:
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
             r1 = grad.pow(2).flatten(1).sum(1).mean()
             total = total + self.weights["r1"] * r1
-            logs["r1"] = float(r1.detach())
+            logs["r1"] = r1.detach()
         return StepOutput(total, logs)
 
 

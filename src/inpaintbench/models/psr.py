@@ -278,7 +278,7 @@ class PSRNet(InpaintModel):
             terms["style"] = sum((gram(a) - gram(g)).pow(2).mean() + (gram(b) - gram(g)).pow(2).mean()
                                  for a, b, g in zip(f_out, f_comp, f_gt))
         total = sum(w[k] * v for k, v in terms.items())
-        return StepOutput(total, {k: float(v.detach()) for k, v in terms.items()}, pred)
+        return StepOutput(total, {k: v.detach() for k, v in terms.items()}, pred)
 
 
 def psr_tv_loss(comp: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,7 @@ class RDN(InpaintModel):
     def generator_losses(self, image: torch.Tensor, mask: torch.Tensor) -> StepOutput:
         pred = self(image * (1 - mask), mask)
         l1 = F.l1_loss(pred, image)
-        return StepOutput(l1, {"l1": float(l1.detach())}, pred)
+        return StepOutput(l1, {"l1": l1.detach()}, pred)
 
 
 @register("rdn")

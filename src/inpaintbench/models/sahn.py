@@ -347,14 +347,14 @@ class SAHN(InpaintModel):
         w = self.weights
         total = (w["rec"] * terms["rec"] + w["prior"] * terms["prior"] + w["adversarial"] * terms["adv_g"]
                  + w["perceptual"] * terms.get("perceptual", 0.0))
-        logs = {k: float(v.detach()) for k, v in terms.items()}
-        logs["l1"] = float((pred.detach() - image).abs().mean())
+        logs = {k: v.detach() for k, v in terms.items()}
+        logs["l1"] = (pred.detach() - image).abs().mean()
         return StepOutput(total, logs, pred)
 
     def discriminator_losses(self, image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> StepOutput:
         restored = composite(pred.detach(), image, mask)  # Sec. 3.2: I_pred
         total, parts = discriminator_loss(self.discriminator, image, restored, mask)
-        return StepOutput(total, {k: float(v.detach()) for k, v in parts.items()}, None)
+        return StepOutput(total, {k: v.detach() for k, v in parts.items()}, None)
 
     def parameter_counts(self) -> dict[str, int]:
         count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731

@@ -226,14 +226,14 @@ class SemanticPriorInpainter(InpaintModel):
                 p.requires_grad_(f)
         w = self.weights
         total = w["rec"] * terms["rec"] + w["prior"] * terms["prior"] + w["adversarial"] * terms["adv_g"]
-        logs = {k: float(v.detach()) for k, v in terms.items()}
-        logs["l1"] = float((pred.detach() - image).abs().mean())
+        logs = {k: v.detach() for k, v in terms.items()}
+        logs["l1"] = (pred.detach() - image).abs().mean()
         return StepOutput(total, logs, pred)
 
     def discriminator_losses(self, image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> StepOutput:
         real = nsgan_loss(self.discriminator(image)[0], True)
         fake = nsgan_loss(self.discriminator(pred.detach())[0], False)
-        return StepOutput((real + fake) / 2, {"real": float(real.detach()), "fake": float(fake.detach())}, None)
+        return StepOutput((real + fake) / 2, {"real": real.detach(), "fake": fake.detach()}, None)
 
     def parameter_counts(self) -> dict[str, int]:
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
