@@ -15,6 +15,10 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+onstart:
+    preflight()  # common.smk: stop before any job when needed pretrained weights are missing
+
+
 rule all:
     input:
         "reports/index.html",

@@ -2,7 +2,7 @@
 training step (generator and discriminator) and one evaluation batch. This catches shape bugs
 that only appear at 128/256 px and the published widths, which the replica test (small widths)
 cannot see. Batch 1 where the model allows it; PConv's 8-level U-Net reaches a 1x1 bottleneck at
-128 px, where batch norm in training mode needs 2 values per channel, so it trains with batch 2.
+128 px (as does PSR-Net's), where batch norm in training mode needs 2 values per channel, so it trains with batch 2.
 
 Slow (a few minutes on one CPU core); skipped, saying why, when the machine has too little free
 memory for the largest model (SAHN-pub at 256 px).
@@ -19,7 +19,7 @@ from inpaintbench.models.base import BuildContext
 from inpaintbench.train.trainer import make_optimizer, train_step
 
 NEED_MB = 7000  # peak of the largest job here (SAHN-pub, 256 px, batch 1, with checkpointed deformable convs)
-TRAIN_BATCH = {"pconv-pub": 2}
+TRAIN_BATCH = {"pconv-pub": 2, "psr-pub": 2}
 # DDNM's evaluation is its sampler: 2 of its 100 DDIM steps exercise every shape (each ≈ 5-20 s at 256 px on CPU)
 ARGS_OVERRIDE = {"ddnm-pub": {"sampling_steps": 2}}
 

@@ -431,3 +431,24 @@ def derive_seed(base: int, *parts: Any) -> int:
     """One seed in params.yaml derives every random choice: hash the base with a purpose tag."""
     h = hashlib.sha256(json.dumps([base, *[str(p) for p in parts]]).encode()).digest()
     return int.from_bytes(h[:4], "little")
+
+
+def share_merged_params(cfg: dict) -> str:
+    """Every `inpaintbench` step reads the params itself. Hand it the config this Snakemake run
+    merged (params.yaml + --configfile overlays + --config), not params.yaml alone: write it to a
+    content-addressed file (concurrent runs with other configs never clash) and name it in
+    INPAINTBENCH_PARAMS, which the CLI reads when --params is not given. The rule commands stay
+    the same text, so a changed config reruns only the jobs whose `params:` hashes change."""
+    import os
+
+    text = yaml.safe_dump(cfg, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = os.path.abspath(os.path.join(".snakemake", "inpaintbench", f"params-{digest}.yaml"))
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("# written by the Snakefile (workflow/rules/common.smk): the merged config of a run\n" + text)
+        os.replace(tmp, path)
+    os.environ["INPAINTBENCH_PARAMS"] = path
+    return path

@@ -6,8 +6,9 @@ from snakemake.resources import Resource
 from snakemake.utils import validate
 
 from inpaintbench import paths
-from inpaintbench.config import Params, load_yaml
+from inpaintbench.config import Params, load_yaml, share_merged_params
 from inpaintbench.errors import InpaintBenchError
+from inpaintbench.train.memory import available_mb
 
 # Validation: first inpaintbench's own (the JSON Schema workflow/schemas/params.schema.yaml with
 # messages naming the file and key path, then the cross-checks), then the Snakemake convention
@@ -29,30 +30,7 @@ validate(config, "../schemas/params.schema.yaml", set_default=False)
 EXPERIMENTS = PARAMS.active_experiments(config.get("suite"))
 
 
-def _share_merged_params(cfg):
-    """Every `inpaintbench` step reads the params itself. Hand it the config this Snakemake run
-    merged (params.yaml + --configfile overlays + --config), not params.yaml alone: write it to a
-    content-addressed file (concurrent runs with other configs never clash) and name it in
-    INPAINTBENCH_PARAMS, which the CLI reads when --params is not given. The rule commands stay
-    the same text, so a changed config reruns only the jobs whose `params:` hashes change."""
-    import hashlib
-
-    import yaml
-
-    text = yaml.safe_dump(cfg, sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    path = os.path.abspath(os.path.join(".snakemake", "inpaintbench", f"params-{digest}.yaml"))
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("# written by the Snakefile (workflow/rules/common.smk): the merged config of a run\n" + text)
-        os.replace(tmp, path)
-    os.environ["INPAINTBENCH_PARAMS"] = path
-    return path
-
-
-PARAMS_FILE = _share_merged_params(dict(config))
+PARAMS_FILE = share_merged_params(dict(config))
 
 # Cluster resources per step (runtime in minutes, memory in MB) from params.yaml's `slurm:` block.
 # Only cluster runs use them (workflow/profiles/slurm); a local run ignores runtime, and mem_mb
@@ -79,25 +57,23 @@ if "gpu" not in workflow.global_resources:
     workflow.global_resources["gpu"] = Resource("gpu", _gpus if _gpus > 0 else 10**6)
 
 
-def _available_mb():
-    try:
-        with open("/proc/meminfo") as fh:
-            info = {line.split(":")[0]: int(line.split()[1]) for line in fh if ":" in line}
-        return info.get("MemAvailable", info.get("MemTotal", 0)) // 1024
-    except (OSError, ValueError):
-        return 0
-
-
 # Memory: a local run also ignores `mem_mb` unless --resources mem_mb=N is given, and two big
 # training jobs side by side then get killed by the kernel (exit 137). So, unless the user passed
 # --resources mem_mb=N, a local run may use the memory available now (less 1 GB for the rest of
 # the machine); each training job claims its estimate (train/memory.py, capped at that limit so a
 # job larger than the machine still runs, alone). Cluster runs keep params.yaml `slurm:` values.
-_executor = workflow.executor_plugin
-LOCAL_RUN = not workflow.remote_exec and (_executor is None or not _executor.common_settings.non_local_exec)
+# The executor is known only once the DAG is built (workflow.executor_plugin is None while this
+# file is parsed), so the memory limit is set here for every run that is not a remote job, and
+# train_mem_mb asks at job time whether the run is local.
+def local_run():
+    plugin = workflow.executor_plugin
+    return not workflow.remote_exec and (plugin is None or plugin.common_settings.local_exec)
+
+
 LOCAL_MEM_MB = None
-if LOCAL_RUN and "mem_mb" not in workflow.global_resources and _available_mb() > 0:
-    LOCAL_MEM_MB = max(1024, _available_mb() - 1024)
+AUTO_MEM_LIMIT = not workflow.remote_exec and "mem_mb" not in workflow.global_resources and available_mb() > 0
+if AUTO_MEM_LIMIT:
+    LOCAL_MEM_MB = max(1024, available_mb() - 1024)
     workflow.global_resources["mem_mb"] = Resource("mem_mb", LOCAL_MEM_MB)
 elif "mem_mb" in workflow.global_resources:
     LOCAL_MEM_MB = workflow.global_resources["mem_mb"].value if hasattr(workflow.global_resources["mem_mb"], "value") else None
@@ -105,7 +81,9 @@ elif "mem_mb" in workflow.global_resources:
 
 def train_mem_mb(wildcards):
     """A training job's memory claim: its estimate on a local run, params.yaml `slurm:` on a cluster."""
-    if not LOCAL_RUN:
+    if not local_run():
+        if AUTO_MEM_LIMIT:  # set while parsing for a local run; a cluster has its own memory
+            workflow.global_resources["mem_mb"] = Resource("mem_mb", 10**9)
         return slurm_resource("train", "mem_mb")
     from inpaintbench.train.memory import estimate_train_mem_mb
 
@@ -188,7 +166,7 @@ def artifact_targets(experiments):
 
 def checked_targets(experiments):
     """What the reports are built from (checkpoints, pairs, per-image metrics, summaries), for
-    `rule all`: a deleted one is rebuilt because it is a target, and one that no longer matches
+    the default target (Snakefile `all`). A deleted one is rebuilt because it is a target, and one that no longer matches
     the integrity record its step wrote (cut short, truncated, emptied; inpaintbench/integrity.py)
     is reported here and rebuilt through its rule's `integrity` param (damaged())."""
     from inpaintbench.integrity import stale
@@ -253,16 +231,16 @@ def report_inputs(w):
             "efficiency": str(paths.RESULTS / w.experiment / "efficiency.csv")}
 
 
-# Preflight: before any job runs (not in a dry run), the pretrained weights that the training jobs
+# Preflight (called by the Snakefile's onstart): before any job runs (not in a dry run), the pretrained weights that the training jobs
 # about to run need must be on this machine (src/inpaintbench/preflight.py); otherwise stop now,
 # naming each missing file, where to put it, and the offline substitute one may choose.
-onstart:
+def preflight():
     from inpaintbench.config import TrainJob
     from inpaintbench.preflight import missing_weights
 
-    _jobs = [TrainJob(j.wildcards["experiment"], j.wildcards["train"], j.wildcards["model"])
-             for j in workflow.dag.needrun_jobs() if j.rule.name == "train"]
-    _missing = missing_weights(PARAMS, _jobs)
-    if _missing:
+    jobs = [TrainJob(j.wildcards["experiment"], j.wildcards["train"], j.wildcards["model"])
+            for j in workflow.dag.needrun_jobs() if j.rule.name == "train"]
+    missing = missing_weights(PARAMS, jobs)
+    if missing:
         raise SystemExit("inpaintbench: the settings ask for pretrained weights this machine does not have "
-                         "(nothing was run):\n  - " + "\n  - ".join(_missing))
+                         "(nothing was run):\n  - " + "\n  - ".join(missing))

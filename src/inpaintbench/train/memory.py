@@ -63,3 +63,13 @@ def estimate_train_mem_mb(params, experiment: str, model: str) -> int:
         return int(MARGIN * peak1 * batch * scale)
     # not measured: the costliest measured model per pixel and image (conservative)
     return int(MARGIN * max(_per_pixel_batch(m) for m in MEASURED) * batch * size ** 2)
+
+
+def available_mb() -> int:
+    """Memory available now (MB) from /proc/meminfo; 0 where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            info = {line.split(":")[0]: int(line.split()[1]) for line in fh if ":" in line}
+        return info.get("MemAvailable", info.get("MemTotal", 0)) // 1024
+    except (OSError, ValueError):
+        return 0
