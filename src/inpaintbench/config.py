@@ -452,3 +452,13 @@ def share_merged_params(cfg: dict) -> str:
         os.replace(tmp, path)
     os.environ["INPAINTBENCH_PARAMS"] = path
     return path
+
+
+def let_jobs_cache_bytecode() -> None:
+    """Some machines set PYTHONDONTWRITEBYTECODE=1; then every workflow job compiles torch and
+    friends again at import (seconds per job, dozens of jobs) unless the environment was installed
+    with `uv sync --compile-bytecode`. Let the jobs this Snakemake run starts write the .pyc caches
+    (CPython writes each atomically), so only the first job pays."""
+    import os
+
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -6,7 +6,7 @@ from snakemake.resources import Resource
 from snakemake.utils import validate
 
 from inpaintbench import paths
-from inpaintbench.config import Params, load_yaml, share_merged_params
+from inpaintbench.config import Params, let_jobs_cache_bytecode, load_yaml, share_merged_params
 from inpaintbench.errors import InpaintBenchError
 from inpaintbench.train.memory import available_mb
 
@@ -31,6 +31,7 @@ EXPERIMENTS = PARAMS.active_experiments(config.get("suite"))
 
 
 PARAMS_FILE = share_merged_params(dict(config))
+let_jobs_cache_bytecode()
 
 # Cluster resources per step (runtime in minutes, memory in MB) from params.yaml's `slurm:` block.
 # Only cluster runs use them (workflow/profiles/slurm); a local run ignores runtime, and mem_mb
