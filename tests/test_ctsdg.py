@@ -7,38 +7,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from skimage import data
 
 from inpaintbench.errors import InpaintBenchError
 from inpaintbench.models import registry
-from inpaintbench.models.base import BuildContext, count_parameters
+from inpaintbench.models.base import count_parameters
 from inpaintbench.models.layers.ctsdg_blocks import MSFA, BiGFF, region_affinity
 from inpaintbench.models.layers.pconv_multichannel import MultiChannelPartialConv2d
 from inpaintbench.train.trainer import train_step
 
-NO_BACKBONE = BuildContext(perceptual={"backbone": "none"})
-RANDOM_VGG = BuildContext(perceptual={"backbone": "random-vgg16", "width": 0.25})
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
-def photo_batch(size: int = 32, n: int = 2) -> torch.Tensor:
-    crops = [data.astronaut()[30:330, 100:400], data.chelsea()[0:300, 100:400]]
-    t = torch.stack([torch.from_numpy(c.astype(np.float32) / 255).permute(2, 0, 1) for c in crops])
-    return F.interpolate(t, size=(size, size), mode="area")[torch.arange(n) % 2]
-
-
-def box_mask(size: int = 32, n: int = 2) -> torch.Tensor:
-    m = torch.zeros(n, 1, size, size)
-    m[:, :, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1   # 1 = hole
-    return m
+from model_batches import NO_BACKBONE, RANDOM_VGG, box_mask, one_thread, photo_batch  # noqa: F401 (autouse fixture)
 
 
 def test_registered():
