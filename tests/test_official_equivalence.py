@@ -151,3 +151,103 @@ def test_deepfill_v2_matches_mmagic_deepfill_encoder_decoder():
     with torch.no_grad():
         out = model(image * (1 - mask), mask)
     assert_close(out, data["output"])
+
+
+# ---------------------------------------------------------------------------- CTSDG
+
+COMMITS["ctsdg"] = "def02741ba1a110e70ee1a6365868e5d43731132"  # Xiefan-Guo/CTSDG
+
+
+def spectral_uv(state: dict) -> dict:
+    """Spectral-norm vectors that make sense for seeded weights, the same rule in the fixture
+    generator: u the seeded u normalised, v = W^T u / |W^T u| (one power-iteration step), so
+    sigma = u^T W v = |W^T u| and W / sigma has unit gain along u (the seeded u, v as drawn give a
+    sigma of random sign and size, and the discriminator's outputs all near 0.5). The official
+    branches also register conv1 as `features` (one module under two names, so the state dict has
+    both and the later one, `features.*`, is what load_state_dict leaves): aliases get conv1's values."""
+    out = dict(state)
+    for name in state:
+        if name.endswith(".weight_orig"):
+            base = name[: -len("orig")]
+            w = state[name].flatten(1)
+            u = state[base + "u"] / state[base + "u"].norm()
+            v = w.t() @ u
+            out[base + "u"], out[base + "v"] = u, v / v.norm()
+    for name in list(out):
+        if ".features." in name:
+            out[name] = out[name.replace(".features.", ".conv1.")]
+    return out
+
+
+def gray_u8(image_u8: torch.Tensor) -> torch.Tensor:
+    """N1HW uint8 grey image of an N3HW uint8 image, in integers (ITU-R 601 weights, rounded)."""
+    r, g, b = image_u8.int().unbind(1)
+    return ((299 * r + 587 * g + 114 * b + 500) // 1000).unsqueeze(1).to(torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """numpy.packbits' inverse (big-endian bit order) as a bool tensor of `shape`."""
+    bits = (packed.int().unsqueeze(1) >> torch.arange(7, -1, -1)) & 1
+    return bits.flatten()[: torch.Size(shape).numel()].view(shape).bool()
+
+
+def ctsdg_inputs(data: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The official test.py's generator inputs: (ground truth ⊙ M, [edge ⊙ M, grey ⊙ M], M) with the
+    image in [-1, 1] (ToTensor + Normalize(0.5, 0.5)), grey in [0, 1], M 1 = valid."""
+    image_u8 = data["image_u8"]
+    n, _, h, w = image_u8.shape
+    valid = unpack_bits(data["valid_bits"], (n, 1, h, w)).float()
+    edge = unpack_bits(data["edge_bits"], (n, 1, h, w)).float()
+    image = image_u8.float() / 255 * 2 - 1
+    gray = gray_u8(image_u8).float() / 255
+    return image * valid, torch.cat([edge * valid, gray * valid], 1), valid
+
+
+@pytest.mark.slow  # the published size: ~10 s on 2 busy cores (seeding 52 M weights, one 128 px forward)
+def test_ctsdg_matches_official_generator():
+    """The published CTSDG (base 64, depth 7: 52.1 M parameters; the official Generator has no size
+    arguments, so the smallest input is 128×128) converted by the released-checkpoint converter
+    (format ctsdg, DataParallel `module.` prefix included) against the official Generator in eval mode:
+    the output and both projections (P_t image, P_s edge map; every 4th pixel stored)."""
+    from inpaintbench.models import registry, released
+    from inpaintbench.models.base import BuildContext
+
+    data = fixture("ctsdg")
+    official = seeded_state(data["spec"], data["seed"])
+    assert abs(sum(float(v.double().sum()) for v in official.values() if v.is_floating_point()) - data["checksum"]) < 1e-6
+    checkpoint = {"n_iter": 1, "generator": {f"module.{k}": v for k, v in official.items()}, "discriminator": {}}
+    arch, args, states = released.convert("ctsdg", {"file": checkpoint})
+    assert arch == "ctsdg" and set(states) == {"generator"}
+    model = registry.build(arch, {**args, "base": 64, "depth": 7, "disc_base": 64, "edge_mid": 16}, {},
+                           BuildContext(perceptual={"backbone": "none"})).eval()
+    model.generator.load_state_dict(states["generator"], strict=True)  # every official key used, none missing
+    assert len(states["generator"]) == len(official)
+    x, edge_gray, valid = ctsdg_inputs(data)
+    with torch.no_grad():
+        out, proj_img, proj_edge = model.generator(x, edge_gray, valid)
+    assert_close(out, data["output"])
+    assert_close(proj_img[..., ::4, ::4], data["proj_img"])
+    assert_close(proj_edge[..., ::4, ::4], data["proj_edge"])
+
+
+def test_ctsdg_matches_official_discriminator():
+    """Our two-stream discriminator with the official Discriminator(3, 2)'s state (its `features.*`
+    aliases of conv1 dropped) against the official one in eval mode, on a real and a fake sample:
+    D_t ∥ D_s patch maps and the learned edge map (every 4th pixel stored). The released-weights
+    converter does not load discriminators (only the generator is used for scoring)."""
+    from inpaintbench.models.layers.ctsdg_blocks import Discriminator
+
+    data = fixture("ctsdg")
+    official = spectral_uv(seeded_state(data["disc_spec"], data["disc_seed"]))
+    assert abs(sum(float(v.double().sum()) for v in official.values() if v.is_floating_point()) - data["disc_checksum"]) < 1e-6
+    state = {k: v for k, v in official.items() if ".features." not in k}
+    disc = Discriminator(3, 2, base=64, edge_mid=16).eval()
+    disc.load_state_dict(state, strict=True)
+    x, edge_gray, _ = ctsdg_inputs(data)
+    real = data["image_u8"].float() / 255 * 2 - 1
+    with torch.no_grad():
+        d_real, _ = disc(real, edge_gray[:, 1:], edge_gray[:, :1], is_real=True)
+        d_fake, e_fake = disc(data["output"], edge_gray[:, 1:], edge_gray[:, :1], is_real=False)
+    assert_close(d_real, data["d_real"])
+    assert_close(d_fake, data["d_fake"])
+    assert_close(e_fake[..., ::4, ::4], data["e_fake"])
