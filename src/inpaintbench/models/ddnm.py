@@ -24,11 +24,27 @@ A = the mask operator that keeps the known pixels, A = diag(1 − M), and its ps
   official default travel_length = 1, i.e. none, and is not implemented.
 * Images are mapped to [−1, 1] for the diffusion model and back.
 
-Released priors (OpenAI's 256×256 unconditional ADM for scenes, a CelebA-HQ DDPM for faces):
-`RELEASED_PRIORS` names their files and URLs; `ddnm` with ``prior: released-adm`` or
-``released-celebahq`` stops with an error naming the file, the URL and the folder when the file
-is missing. Loading them is not implemented yet (ADM is not a diffusers architecture; the
-CelebA-HQ DDPM needs a key converter to ``UNet2DModel``): with the file present the error says so.
+Released priors (issue 12; OpenAI's 256×256 unconditional ADM for scenes, the CelebA-HQ DDPM of
+the SDEdit release for faces; DDNM's own priors): ``prior: released-adm`` or
+``released-celebahq`` replaces the trained prior by the release, built and converted in
+models/ddnm_priors.py (both are diffusers ``UNet2DModel``s; architecture, converter, parameter
+counts and the official code they follow are documented there). The architecture args
+(``channels``, ``layers_per_block``, ``attention``, ``norm_groups``) are then unused and the
+schedule must be the releases' (1000 steps, linear β 1e-4 … 0.02). The file is read with
+``torch.load(weights_only=True)`` (models/released.py ``safe_load``) and its sha256 recorded on
+first use and verified from then on (released.py ``verify``). Two ways in:
+
+* a params model with ``weights: {format: adm-256-uncond | ddpm-celebahq, file, sha256, url}``
+  (models/released.py): evaluated with the released prior, never trained, scored when the file is
+  present (an experiment's ``released:`` list), ``file`` a torch.hub-cache name or a path. The
+  schema requires ``weights`` for ``arch: ddnm`` with ``prior: released-*``, so such a model is
+  never handed to the trainer (fine-tuning a released prior is not what DDNM does).
+* ``registry.build("ddnm", {"prior": "released-adm"}, ...)`` directly: the file is looked up in
+  the torch.hub cache, with an error naming the file, the URL and the folder when it is missing.
+
+ADM predicts 6 channels (ε and the learned-variance interpolation v); the sampler uses ε only
+(channels 0-2), as the official DDNM: DDIM with η takes its variance from the schedule, so the
+learned variance is unused.
 """
 from __future__ import annotations
 
@@ -53,8 +69,9 @@ DEFAULT_ARGS = {
     "eta": 0.85,               # DDIM η (official default)
     "sample_seed": 0,          # x_T and the DDIM noise are drawn from this seed
     "clip_x0": True,           # clamp x_{0|t} to the data range [−1, 1] (the DDPM/ADM samplers' clip_denoised)
-    "prior": "trained",        # trained | released-adm | released-celebahq
+    "prior": "trained",        # trained | released-adm | released-celebahq (models/ddnm_priors.py)
 }
+RELEASED_SCHEDULE = {"train_timesteps": 1000, "beta_start": 1.0e-4, "beta_end": 0.02}  # both releases' β schedule
 # published-scale trained prior: the CelebA-HQ DDPM architecture the DDNM repository uses for faces
 # (configs/celeba_hq.yml: ch 128, ch_mult 1,1,2,2,4,4, 2 res blocks, attention at 16×16)
 PAPER_ARGS = {**DEFAULT_ARGS, "channels": [128, 128, 256, 256, 512, 512], "layers_per_block": 2,
@@ -64,14 +81,17 @@ RELEASED_PRIORS = {
         "file": "256x256_diffusion_uncond.pt",
         "url": "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt",
         "what": "OpenAI guided-diffusion 256x256 unconditional ADM (DDNM's prior for scenes)",
+        "format": "adm-256-uncond",
     },
     "released-celebahq": {
         "file": "celeba_hq.ckpt",
         "url": "https://image-editing-test-12345.s3-us-west-2.amazonaws.com/checkpoints/celeba_hq.ckpt",
         "what": "CelebA-HQ DDPM (SDEdit release; DDNM's prior for faces)",
+        "format": "ddpm-celebahq",
     },
 }
 PRIORS = ("trained", *RELEASED_PRIORS)
+FORMAT_PRIOR = {info["format"]: name for name, info in RELEASED_PRIORS.items()}  # released.py weights.format
 
 
 def resolve_args(args: dict) -> dict:
@@ -83,6 +103,11 @@ def resolve_args(args: dict) -> dict:
         raise InpaintBenchError(f"DDNM prior {a['prior']!r}; choose one of {', '.join(PRIORS)}")
     if int(a["sampling_steps"]) < 1 or int(a["sampling_steps"]) > int(a["train_timesteps"]):
         raise InpaintBenchError(f"DDNM sampling_steps must be in 1..{a['train_timesteps']}, got {a['sampling_steps']}")
+    if a["prior"] != "trained":
+        changed = {k: a[k] for k, v in RELEASED_SCHEDULE.items() if float(a[k]) != float(v)}
+        if changed:
+            raise InpaintBenchError(f"DDNM prior {a['prior']} was trained with {RELEASED_SCHEDULE}; "
+                                    f"its schedule cannot change (got {changed})")
     return a
 
 
@@ -115,6 +140,7 @@ class DDNM(InpaintModel):
 
         self.unet = unet
         self.args = dict(args)
+        # ADM (released-adm) predicts [ε, v]: only ε is used (module docstring)
         common = {"num_train_timesteps": int(args["train_timesteps"]), "beta_schedule": "linear",
                   "beta_start": float(args["beta_start"]), "beta_end": float(args["beta_end"]), "clip_sample": False}
         self.noise_schedule = DDPMScheduler(**common)  # q(x_t | x_0) for the prior's training
@@ -127,7 +153,7 @@ class DDNM(InpaintModel):
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.noise_schedule.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
         xt = self.noise_schedule.add_noise(x0, noise, t)
-        eps = self.unet(xt, t).sample
+        eps = self.eps(xt, t)
         loss = F.mse_loss(eps, noise)
         # pred: the prior's one-step estimate x_{0|t} of the batch (for logging/tests), in [0, 1]
         a = self.noise_schedule.alphas_cumprod.to(x0)[t].view(-1, 1, 1, 1)
@@ -135,6 +161,10 @@ class DDNM(InpaintModel):
         return StepOutput(loss, {"eps_mse": loss.detach()}, (x0_t + 1) / 2)
 
     # ---- null-space sampling ---------------------------------------------------------------
+    def eps(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """ε_θ(x_t, t): the prior's first 3 output channels (ADM's last 3 are its learned variance)."""
+        return self.unet(xt, t).sample[:, :3]
+
     def x0_from_eps(self, xt: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
         a = self.sampler.alphas_cumprod[t].to(xt)
         return (xt - (1 - a).sqrt() * eps) / a.sqrt()
@@ -150,7 +180,7 @@ class DDNM(InpaintModel):
         self.sampler.set_timesteps(int(steps or self.args["sampling_steps"]))
         for t in self.sampler.timesteps:
             ti = int(t)
-            eps = self.unet(x, torch.full((x.shape[0],), ti, device=x.device, dtype=torch.long)).sample
+            eps = self.eps(x, torch.full((x.shape[0],), ti, device=x.device, dtype=torch.long))
             x0_t = self.x0_from_eps(x, eps, ti)
             if self.args["clip_x0"]:
                 x0_t = x0_t.clamp(-1, 1)
@@ -181,15 +211,51 @@ def released_prior_path(name: str):
     return path
 
 
+def _check_size(name: str, size: int) -> None:
+    from .ddnm_priors import PRIOR_FORMATS
+
+    cfg = PRIOR_FORMATS[name][3]
+    levels = len(cfg.get("channel_mult") or cfg["ch_mult"])  # 6 for both releases (256 … 8 px)
+    if size % 2 ** (levels - 1):
+        raise InpaintBenchError(f"DDNM prior {name} has {levels} resolution levels: image sides must be divisible "
+                                f"by {2 ** (levels - 1)}, got {size} (the release was trained at 256)")
+
+
+def build_with_released_prior(a: dict, path, image_size: int) -> DDNM:
+    """DDNM (resolved args `a`) over the released prior in `path` (verified by the caller): read
+    safely, converted strictly (models/ddnm_priors.py) and loaded."""
+    from .ddnm_priors import build_prior
+    from .released import safe_load
+
+    _check_size(a["prior"], image_size)
+    state = safe_load(path)
+    unet = build_prior(a["prior"], state).eval()
+    del state
+    return DDNM(unet, a)
+
+
+def build_released_ddnm(name: str, spec: dict, path, image_size: int) -> DDNM:
+    """The params model `name` (models/released.py entry, ``weights.format`` adm-256-uncond or
+    ddpm-celebahq, file already verified) as DDNM over that released prior."""
+    fmt = spec["weights"]["format"]
+    prior = FORMAT_PRIOR[fmt]
+    if spec["arch"] != "ddnm":
+        raise InpaintBenchError(f"models.{name}: format {fmt} holds a DDNM diffusion prior, but arch is {spec['arch']!r}")
+    args = dict(spec.get("args") or {})
+    if args.get("prior", prior) != prior:
+        raise InpaintBenchError(f"models.{name}: weights.format {fmt} is the prior {prior}, but args.prior is {args['prior']!r}")
+    return build_with_released_prior(resolve_args({**args, "prior": prior}), path, int(image_size))
+
+
 @register("ddnm")
 def build(args: dict, loss: dict, ctx: BuildContext) -> DDNM:
     a = resolve_args(args)
     if loss:
         raise InpaintBenchError(f"DDNM takes no loss params (its prior is trained with the DDPM objective), got {sorted(loss)}")
     if a["prior"] != "trained":
+        from .released import verify
+
         path = released_prior_path(a["prior"])
-        raise InpaintBenchError(
-            f"DDNM prior {a['prior']}: {path} is present, but loading released priors is not implemented yet "
-            f"({'the ADM architecture is not in diffusers' if a['prior'] == 'released-adm' else 'the DDPM checkpoint needs a converter to diffusers UNet2DModel'}); "
-            f"use `prior: trained`.")
+        verify(path, None, f"ddnm (prior {a['prior']})")  # sha256 recorded on first use, then enforced
+        return build_with_released_prior(a, path, int(ctx.image_size))
     return DDNM(build_unet(a, int(ctx.image_size)), a)

@@ -45,6 +45,10 @@ Formats (the official code's conventions; each converter lands on our convention
   the official generator's key names (helper H2), so ``generator`` loads as it is; the
   architecture comes from the entry's ``args`` (published: base 64, depth 7: sides multiples of
   128). [-1, 1] inside the model, mask 1 = valid for the network (converted), Canny σ 2.
+* ``adm-256-uncond`` / ``ddpm-celebahq``: DDNM's diffusion priors (``arch: ddnm``), OpenAI
+  guided-diffusion's ``256x256_diffusion_uncond.pt`` and the SDEdit ``celeba_hq.ckpt`` (ermongroup
+  DDPM layout): models/ddnm.py ``build_released_ddnm`` converts them (models/ddnm_priors.py) and
+  builds the null-space sampler over them; images in [-1, 1] inside the model, mask 1 = hole.
 """
 from __future__ import annotations
 
@@ -57,7 +61,8 @@ import torch
 
 from ..errors import InpaintBenchError
 
-FORMATS = ("lama", "edgeconnect", "rfr", "mmagic-pconv", "mmagic-deepfill", "ctsdg")
+FORMATS = ("lama", "edgeconnect", "rfr", "mmagic-pconv", "mmagic-deepfill", "ctsdg", "adm-256-uncond", "ddpm-celebahq")
+DDNM_FORMATS = ("adm-256-uncond", "ddpm-celebahq")  # DDNM's diffusion priors (models/ddnm.py, ddnm_priors.py)
 _MMLAB_HASH = re.compile(r"-([0-9a-f]{8})\.pth$")
 
 
@@ -257,6 +262,12 @@ def build_released(name: str, spec: dict, device: str = "cpu", image_size: int =
 
     fmt = spec["weights"]["format"]
     paths = resolve(name, spec)
+    if fmt in DDNM_FORMATS:  # one 0.1-0.5 G-parameter file: models/ddnm.py reads, converts and loads it once
+        from .ddnm import build_released_ddnm
+
+        if len(paths) != 1:
+            raise InpaintBenchError(f"models.{name}: format {fmt} is one file; give weights.file as a string")
+        return build_released_ddnm(name, spec, next(iter(paths.values())), image_size).to(device).eval()
     arch, args, states = convert(fmt, {role: safe_load(p) for role, p in paths.items()})
     if spec["arch"] != arch:
         raise InpaintBenchError(f"models.{name}: format {fmt} holds a {arch} model, but arch is {spec['arch']!r}")
