@@ -221,6 +221,7 @@ class Params:
                                         f"{', '.join(raw.get('masks', {}))}")
         self._validate_models()
         self._validate_experiments()
+        self._validate_finetune()
         suites = raw.get("suites", {})
         for sname, exps in suites.items():
             for e in exps:
@@ -283,6 +284,22 @@ class Params:
                         raise InpaintBenchError(
                             f"{src}: {rw}: dataset {ds!r} is prepared at {raw['datasets'][ds]['size']} px "
                             f"but the experiment runs at {exp['size']} px; make them equal")
+
+    def _validate_finetune(self) -> None:
+        """`training.finetune` (train/phases.py) of every trained model in every experiment: one of
+        steps/fraction, and a boundary inside that run (the trainer checks it again with its defaults)."""
+        from .train.phases import plan
+
+        raw = self.raw
+        for e, exp in raw["experiments"].items():
+            for m in exp["models"]:
+                spec = raw["models"][m]
+                if "weights" in spec or not self.is_learned(m):
+                    continue
+                cfg = {**raw.get("training", {}), **exp.get("training", {}), **spec.get("training", {})}
+                if cfg.get("finetune") and "epochs" in cfg and "steps_per_epoch" in cfg:
+                    plan(cfg["finetune"], int(cfg["epochs"]) * int(cfg["steps_per_epoch"]),
+                         f"{self.source}: training.finetune of {m} in experiment {e}")
 
     def _validate_teacher_choice(self, name: str, exp: dict, where: str) -> None:
         """The `trained` teacher (train/teacher.py) only where the training set has labels."""

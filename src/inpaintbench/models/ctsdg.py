@@ -37,7 +37,12 @@ Our choices, where the official code differs from this project's conventions:
 * Edges: C_gt is Canny (sigma 2) of the full ground-truth grey image; the structure encoder's
   input C̃ is Canny of the *known region only* (layers/edge_canny.py), the same at training and
   inference (the official test script masks the full image's edges, which needs the ground truth).
-* The official fine-tuning phase (encoder BN frozen, lr 5e-5) is not a separate stage here.
+* Fine-tuning (official train.py ``--finetune``: lr 5e-5, discriminator 5e-6, new Adam
+  optimizers, ``generator.freeze_ec_bn``): ``training.finetune`` (train/phases.py). The official
+  ``Generator.train`` puts *every* generator BatchNorm2d in eval mode despite "ec" (encoder) in
+  the flag's name, so ctsdg-pub uses ``freeze_bn: all``; `encoder_modules` (``freeze_bn:
+  encoder``) names the two encoders ec_texture_* / ec_structure_*. (The official script never
+  calls ``generator.train()`` after setting the flag, so as released the freeze is inert.)
 
 Sizes: published (`base` 64, `depth` 7, `disc_base` 64, `edge_mid` 16): generator 52,147,789
 parameters, discriminator 5,531,729 — exactly the official Generator() / Discriminator(3, 2)
@@ -174,6 +179,11 @@ class CTSDG(InpaintModel):
         self.sigma = float(sigma)
         self.multiple = 2 ** depth
         self._cache: dict = {}
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """The texture and structure encoders (official ec_texture_1.. / ec_structure_1..)."""
+        g = self.generator
+        return [getattr(g, f"ec_{name}_{i}") for name in ("texture", "structure") for i in range(1, g.depth + 1)]
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -11,6 +11,10 @@ per feature channel (NVIDIA's multi-channel partial conv, as Liu et al. concaten
 MMagic's PConvDecoder does): sum(1)/sum(M) then counts channels too. NVIDIA released no
 inpainting weights; MMagic's PConv checkpoints (7 layers, images in [-1, 1]) load through
 `convert_mmagic` with ``depth: 7, value_range: pm1`` and reproduce MMagic's output.
+
+Fine-tuning (Sec. 5, training procedure: lr 5e-5, the encoder's batch norm frozen, the decoder's
+kept on): ``training.finetune`` with ``freeze_bn: encoder`` (train/phases.py); the encoder is
+`enc`, as naoto0804/pytorch-inpainting-with-partial-conv freezes the BN of the modules named enc_*.
 """
 from __future__ import annotations
 
@@ -47,6 +51,11 @@ class PConvUNet(PConvLossModel):
             cin = cout
         self.backbone = backbone
         self.loss_weights = loss_weights or {}
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """The encoder, whose batch norm the fine-tune phase freezes (Sec. 5; naoto0804 net.py
+        PConvUNet.train: BatchNorm2d named enc_*)."""
+        return [self.enc]
 
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x, valid = image_in, 1 - mask  # partial conv wants 1 = known

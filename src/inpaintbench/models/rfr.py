@@ -27,8 +27,10 @@ Pipeline (Sec. 3, Fig. 2):
 Losses (Sec. 3.3): λ_valid L_valid + λ_hole L_hole + λ_perc L_perc + λ_style L_style + λ_tv L_tv
 with 1, 6, 0.05, 120, 0.1 — the official weights (model.py get_g_loss), Liu et al.'s losses
 (train/losses.py `pconv_losses`), perceptual backbone from `build_backbone(ctx.perceptual, ctx)`.
-Not here: the official BN-frozen fine-tune phase (lr 5e-5, BN layers in eval mode), which needs
-a second training phase in the trainer.
+Fine-tuning (official model.py ``train(finetune=True)``, RFRNet.train): lr 5e-5 with a new Adam
+and *every* BatchNorm2d of the network in eval mode: ``training.finetune`` with ``freeze_bn: all``,
+``reset_optimizer: true`` (train/phases.py). `encoder_modules` (for ``freeze_bn: encoder``) names
+the reasoning module's encoder, the official enc_1-enc_6.
 
 Published size: ``base`` 64 (reasoning widths 128-256-512), 6 recurrences: 31,224,065 parameters
 (the official RFRNet's count). Small default for the built-in 64×64 run: ``base`` 4, 2
@@ -161,6 +163,11 @@ class RFRNet(PConvLossModel):
         if unknown:
             raise InpaintBenchError(f"rfr: unknown loss weight(s) {sorted(unknown)}; known: {sorted(RFR_WEIGHTS)}")
         self.loss_weights = {**RFR_WEIGHTS, **(loss_weights or {})}
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """The reasoning module's encoder: the official RFRModule enc_1-enc_3 (stride 2) and
+        enc_4-enc_6 (dilated). The official fine-tune freezes every BN instead (freeze_bn: all)."""
+        return [self.reason.down, self.reason.bottom]
 
     def recurrent_features(self, image_in: torch.Tensor, mask: torch.Tensor,
                            recurrences: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

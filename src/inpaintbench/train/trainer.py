@@ -12,6 +12,10 @@ After each epoch the model is scored on a fixed set of validation pairs (PSNR, S
 per-step losses and per-epoch metrics go to MLflow and to CSV files beside the checkpoint.
 Losses stay on the device and are read back every ``log_every`` steps on CUDA (no per-step
 host sync); ``training.channels_last`` / ``training.compile`` switch on NHWC and torch.compile.
+``training.finetune`` adds a second phase over the run's last steps (lower lr, batch norm frozen,
+the official PConv / RFR / CTSDG recipes: train/phases.py); its start is a pure function of the
+global step, history rows and MLflow (`train/phase`, params `finetune.*`, tag `finetune`) name the
+phase, and last.pt records it.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from ..evaluate import load_pairs, score
 from ..io import write_csv, write_json
 from ..models import registry
 from ..models.base import BuildContext
-from . import checkpoints, data
+from . import checkpoints, data, phases
 from .devices import claim_gpu, resolve_device
 
 DEFAULT_TRAINING = {"batch_size": 8, "epochs": 4, "steps_per_epoch": 50, "checkpoint_every": 50,
@@ -60,12 +64,16 @@ def make_optimizer(parameters, cfg: dict) -> torch.optim.Optimizer:
 
 
 def train_step(model, image: torch.Tensor, mask: torch.Tensor, opt_g: torch.optim.Optimizer,
-               opt_d: torch.optim.Optimizer | None = None, amp: bool = False):
+               opt_d: torch.optim.Optimizer | None = None, amp: bool = False, frozen_bn=()):
     """One training step: the generator step, then (when there is a discriminator optimizer) the
     discriminator step on the detached prediction. Returns the two StepOutputs (d is None
     without a discriminator). The discriminator's grads are zeroed right before its own step, so
-    adversarial generator terms may backpropagate through it."""
+    adversarial generator terms may backpropagate through it. `frozen_bn`: batch-norm modules put
+    back in eval mode after ``model.train()`` (the fine-tune phase: running statistics used and
+    kept; their affine parameters still train)."""
     model.train()
+    for bn in frozen_bn:
+        bn.eval()
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
         out = model.generator_losses(image, mask)
     opt_g.zero_grad(set_to_none=True)
@@ -79,6 +87,31 @@ def train_step(model, image: torch.Tensor, mask: torch.Tensor, opt_g: torch.opti
         d.total.backward()
         opt_d.step()
     return out, d
+
+
+def frozen_bn_modules(model, scope: str, model_name: str = "the model") -> list[torch.nn.Module]:
+    """The batch-norm layers `training.finetune.freeze_bn` freezes (train/phases.py): `encoder`,
+    those inside the model's ``encoder_modules()``; `all`, every one outside the discriminator and
+    the frozen perceptual backbone / teacher; `none`, none. A scope that finds none is an error."""
+    if scope == "none":
+        return []
+    bn_types = torch.nn.modules.batchnorm._BatchNorm
+    if scope == "encoder":
+        encoder = getattr(model, "encoder_modules", None)
+        if encoder is None:
+            raise InpaintBenchError(
+                f"{model_name} ({type(model).__name__}) names no encoder (no encoder_modules method), so "
+                f"training.finetune.freeze_bn: encoder cannot apply; use all or none")
+        found = [m for part in encoder() for m in part.modules() if isinstance(m, bn_types)]
+    else:
+        skip = {id(m) for name in ("discriminator", "backbone", "teacher")
+                if isinstance(getattr(model, name, None), torch.nn.Module) for m in getattr(model, name).modules()}
+        found = [m for m in model.modules() if isinstance(m, bn_types) and id(m) not in skip]
+    unique = list({id(m): m for m in found}.values())
+    if not unique:
+        raise InpaintBenchError(f"{model_name}: training.finetune.freeze_bn: {scope} finds no batch-norm layer to "
+                                f"freeze; use freeze_bn: none")
+    return unique
 
 
 def build_model(params: Params, experiment: str, train: str, model_name: str, seed: int, device: str):
@@ -148,7 +181,11 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
     opt_d = make_optimizer(disc.parameters(), cfg.get("d_optimizer", cfg["optimizer"])) if disc is not None else None
     epochs, spe = int(cfg["epochs"]), int(cfg["steps_per_epoch"])
     total = epochs * spe
+    plan = phases.plan(cfg.get("finetune"), total, f"training.finetune of {model_name}")
+    frozen_bn = frozen_bn_modules(model, plan["freeze_bn"], model_name) if plan else []
     state = {"step": 0, "history": [], "epochs": [], "mlflow_run_id": None, "seconds": 0.0}
+    if plan:
+        state["phase"] = 1
     last = out_dir / "last.pt"
     shaping = settings_hash(params, experiment, train, model_name, cfg)
     if last.exists() and restart:
@@ -169,6 +206,25 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
             opt_d.load_state_dict(saved["opt_d"])
         state = saved["state"]
         print(f"resuming {model_name} from step {state['step']} ({last})")
+
+    def enter_phase_2():
+        """At the phase boundary (or a resume past it): the phase-2 learning rates, and at the
+        boundary itself a new optimizer where the official recipe makes one."""
+        nonlocal opt_g, opt_d
+        d_cfg = cfg.get("d_optimizer", cfg["optimizer"])
+        d_lr = plan["d_lr"] if plan["d_lr"] is not None else \
+            float(d_cfg.get("lr", 1e-4)) * plan["lr"] / float(cfg["optimizer"].get("lr", 1e-4))
+        if plan["reset_optimizer"] and state["step"] == plan["start"]:
+            opt_g = make_optimizer(model.generator_parameters(), {**cfg["optimizer"], "lr": plan["lr"]})
+            if opt_d is not None:
+                opt_d = make_optimizer(disc.parameters(), {**d_cfg, "lr": d_lr})
+        for opt, lr in ((opt_g, plan["lr"]), (opt_d, d_lr)):
+            for group in opt.param_groups if opt is not None else []:
+                group["lr"] = lr
+        state["phase"] = 2
+
+    if plan and state["step"] > plan["start"]:
+        enter_phase_2()  # the loaded optimizer state is phase 2's already; this sets the same lr again
     run = None
     if track:
         from ..tracking import Run
@@ -179,8 +235,11 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
                 **{f"args.{k}": v for k, v in spec.get("args", {}).items()},
                 **{f"training.{k}": v for k, v in cfg.items()},
                 "perceptual": params.perceptual(experiment).get("backbone", "random-vgg16")}
-        run = Run(f"inpaintbench/{experiment}", f"{train}/{model_name}", flat,
-                  {"experiment": experiment, "train_dataset": train, "model": model_name},
+        tags = {"experiment": experiment, "train_dataset": train, "model": model_name}
+        if plan:
+            flat.update({f"finetune.{k}": v for k, v in plan.items()})
+            tags["finetune"] = phases.describe(plan, total)
+        run = Run(f"inpaintbench/{experiment}", f"{train}/{model_name}", flat, tags,
                   params.raw.get("mlflow"), run_id=state["mlflow_run_id"], run_file=out_dir / "mlflow_run.json")
         state["mlflow_run_id"] = run.run_id
         print(f"MLflow run {run.run_id} ({'continued' if run.resumed else 'new'}), experiment inpaintbench/{experiment}, "
@@ -230,9 +289,15 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
         if epoch != current_epoch:
             model.on_epoch_start(epoch, epochs)
             current_epoch = epoch
+        if plan and step == plan["start"]:
+            enter_phase_2()
+            tqdm.write(f"{model_name}: {phases.describe(plan, total)}")
+        phase = phases.phase_at(step, plan)
         image, mask = data.to_device(*next(loader), device, channels_last)
-        out, d = train_step(model, image, mask, opt_g, opt_d, amp)
+        out, d = train_step(model, image, mask, opt_g, opt_d, amp, frozen_bn if phase == 2 else ())
         logs = {"loss": out.total.detach(), **out.logs}
+        if plan:
+            logs["phase"] = phase
         if d is not None:
             logs.update({"d_loss": d.total.detach(), **{f"d_{k}": v for k, v in d.logs.items()}})
         state["step"] = step + 1
@@ -246,6 +311,8 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
             row = {"epoch": epoch + 1, "step": state["step"],
                    **{f"val_{k}": float(np.mean([r[k] for r in m])) for k in m[0]},
                    "train_loss": float(np.mean([h["loss"] for h in state["history"] if h["epoch"] == epoch + 1] or [np.nan]))}
+            if plan:
+                row["phase"] = phases.phase_at(step, plan)
             state["epochs"].append(row)
             tqdm.write(f"{model_name} epoch {epoch + 1}/{epochs} (step {state['step']}): validation PSNR {row['val_psnr']:.2f} dB, "
                        f"SSIM {row['val_ssim']:.4f}, L1 {row['val_l1']:.4f}; mean training loss {row['train_loss']:.4f}")
@@ -266,7 +333,7 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
     final = paths.checkpoint(experiment, train, model_name)
     checkpoints.save(final, {"model": model.state_dict(), "arch": spec["arch"], "args": spec.get("args", {}),
                              "loss": spec.get("loss", {}), "context": ctx_state, "model_name": model_name,
-                             "steps": total})
+                             "steps": total, **({"finetune": plan} if plan else {})})
     history_keys = sorted({k for h in state["history"] for k in h} - {"step", "epoch"})
     write_csv(out_dir / "history.csv", state["history"], ["step", "epoch", *history_keys])
     write_csv(out_dir / "epochs.csv", state["epochs"], list(state["epochs"][0].keys()) if state["epochs"] else ["epoch"])
@@ -276,7 +343,8 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
             # what the report names per table (report/build.py: substitutes used)
             "perceptual": params.perceptual(experiment), "requires": params.requirements(model_name, experiment),
             "teacher": params.teacher(experiment) if "teacher" in spec.get("requires", []) else None,
-            "git_commit": git_commit()}  # the report's "what was run"
+            "git_commit": git_commit(),  # the report's "what was run"
+            **({"finetune": {**plan, "describe": phases.describe(plan, total)}} if plan else {})}
     write_json(out_dir / "run.json", info)
     if run:
         run.log_checkpoint(final, {"model_name": model_name, "arch": spec["arch"], "args": spec.get("args", {}),
