@@ -88,13 +88,17 @@ def test_plan_is_a_pure_function_of_the_step():
     assert phases.plan({"steps": 2, "lr": 1e-4, "freeze_bn": "none"}, 6)["start"] == 4
     assert phases.plan({"steps": 2, "lr": 1e-4, "enabled": False}, 6) is None and phases.plan(None, 6) is None
     assert phases.phase_at(10 ** 9, None) == 1
+    # a fraction stays inside the run; a run of one step (a smoke overlay's) has no second phase
+    ft = {"lr": 5e-5, "freeze_bn": "all"}
+    assert phases.plan({**ft, "fraction": 0.01}, 6)["steps"] == 1 and phases.plan({**ft, "fraction": 0.99}, 6)["steps"] == 5
+    assert phases.plan({**ft, "fraction": 0.5}, 2)["start"] == 1 and phases.plan({**ft, "fraction": 0.5}, 1) is None
 
 
 @pytest.mark.parametrize("finetune, message", [
     ({"lr": 5e-5, "freeze_bn": "all"}, "exactly one of `steps`.*neither"),
     ({"steps": 2, "fraction": 0.5, "lr": 5e-5, "freeze_bn": "all"}, "exactly one.*both"),
     ({"steps": 6, "lr": 5e-5, "freeze_bn": "all"}, "6 fine-tune steps of the run's 6.*fewer than 6"),
-    ({"fraction": 0.01, "lr": 5e-5, "freeze_bn": "all"}, "gives 0 fine-tune steps.*at least 1"),
+    ({"steps": 0, "lr": 5e-5, "freeze_bn": "all"}, "gives 0 fine-tune steps.*at least 1"),
     ({"fraction": 1.0, "lr": 5e-5, "freeze_bn": "all"}, "0 < fraction < 1"),
     ({"steps": 2, "freeze_bn": "all"}, "`lr` is missing"),
     ({"steps": 2, "lr": 5e-5}, "`freeze_bn` is missing: encoder, all or none"),

@@ -1,9 +1,11 @@
 """The second training phase: fine-tuning with a lower learning rate and batch norm frozen
 (params ``training.finetune``; pure Python, so params validation can check it without torch).
 
-The phase covers the run's last ``steps`` steps (or ``round(fraction * total)``); it starts at the
-global step ``start = total - n`` and is a pure function of the global step, so a run resumed on
-either side of the boundary takes the same steps as an uninterrupted one. From ``start`` on the
+The phase covers the run's last ``steps`` steps (an error unless 1 <= steps < total), or
+``round(fraction * total)`` kept within 1 .. total - 1 (a run of one step, e.g. a smoke-test
+overlay's, has no second phase); it starts at the global step ``start = total - n`` and is a pure
+function of the global step, so a run resumed on either side of the boundary takes the same steps
+as an uninterrupted one. From ``start`` on the
 generator optimizer runs at ``lr`` (the discriminator's at ``d_lr``, default its own lr scaled by
 ``lr / generator lr``), the batch-norm layers chosen by ``freeze_bn`` are put in eval mode after
 every ``model.train()`` (normalise with their running statistics, which no longer change; their
@@ -67,7 +69,9 @@ def plan(finetune: dict | None, total: int, where: str = "training.finetune") ->
         fraction = float(finetune["fraction"])
         if not 0 < fraction < 1:
             raise InpaintBenchError(f"{where}.fraction: needs 0 < fraction < 1, got {fraction}")
-        n, what = int(math.floor(fraction * total + 0.5)), f"fraction: {fraction}"
+        if total < 2:
+            return None  # no room for two phases (a shrunk schedule): train as phase 1 only
+        n, what = min(max(int(math.floor(fraction * total + 0.5)), 1), total - 1), f"fraction: {fraction}"
     if not 1 <= n < total:
         raise InpaintBenchError(
             f"{where}: {what} gives {n} fine-tune steps of the run's {total} (epochs x steps_per_epoch); it needs "
