@@ -45,13 +45,14 @@ rule evaluate_all:
 
 rule efficiency:
     input:
-        lambda w: [str(paths.artifact(w.experiment, PARAMS.experiment(w.experiment)["runs"][0]["train"], r)) for m in PARAMS.experiment(w.experiment)["models"] for r in PARAMS.requirements(m, w.experiment)],
-        # never ahead of the data steps: it would hold a core while fetch/prepare wait
+        # nothing a model needs for timing: a trained teacher is stood in for by a frozen one of its
+        # shape with random weights (report/efficiency.py), so a teacher failure cannot block it;
+        # only ordering: never ahead of the data steps, it would hold a core while fetch/prepare wait
         lambda w: [str(paths.pairs_csv(w.experiment, d, "test")) for d in experiment_datasets(w.experiment)],
     output:
         "results/{experiment}/efficiency.csv",
     params:
-        spec=lambda w: PARAMS.section_hash("device", "efficiency", extra={m: PARAMS.model(m) for m in PARAMS.experiment(w.experiment)["models"]}),
+        spec=lambda w: PARAMS.section_hash("device", "efficiency", extra=[{m: PARAMS.model(m) for m in PARAMS.experiment(w.experiment)["models"]}, PARAMS.teacher(w.experiment)]),
     log:
         "logs/efficiency/{experiment}.log",
     conda:

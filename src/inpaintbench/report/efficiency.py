@@ -13,6 +13,13 @@ discriminators are not counted. ms: mean wall time of one ``forward(image_in, ma
 unless asked, eval mode, no grad, CUDA synchronised) over `repeats` runs after `warmup` runs;
 ms_median beside it. A classical model (no parameters) is timed on ``inpaint_numpy``.
 The input is a seeded random image and an irregular mask with about 40 % holes.
+
+A model with a frozen teacher (SAHN, SPL, SPN) is built for timing without the experiment's
+trained teacher: when the teacher kind is `trained`, a frozen TeacherCNN of the trained teacher's
+shape (the experiment's `teacher.widths`) with seeded random weights stands in. The generator's
+shape depends only on the teacher's channel widths, the generator alone is counted, and inference
+never runs the teacher, so parameters and times are those of the trained model; the efficiency
+job thus waits for no teacher (a teacher failure cannot block the efficiency table).
 """
 from __future__ import annotations
 
@@ -21,13 +28,14 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from inpaintbench import paths
 from inpaintbench.models.base import BuildContext
 from inpaintbench.models.registry import build
 
@@ -100,7 +108,24 @@ def efficiency(arch: str, args: dict | None = None, size: int = 128, device: str
 
 
 EFFICIENCY_FIELDS = ["experiment", "model", "arch", "label", "size", "params", "ms", "ms_median", "params_paper",
-                     "ms_paper", "device_name"]
+                     "ms_paper", "device_name", "teacher"]
+
+#: the `teacher` cell of a model timed with the random-weight stand-in of the trained teacher
+TIMING_TEACHER_NOTE = "random-weight frozen teacher of the trained teacher's shape (timing needs no trained weights)"
+
+
+def timing_teacher(teacher_cfg: dict, folder: str | Path) -> str:
+    """A teacher checkpoint for timing: the `trained` teacher's architecture (TeacherCNN with
+    the experiment's `teacher.widths`, one placeholder label: the classifier head is never run
+    by the inpainting model) with seeded random weights, written into `folder`; returns its path."""
+    from ..train.teacher import DEFAULT_TEACHER_CFG, TeacherCNN, save_teacher
+
+    widths = [int(w) for w in {**DEFAULT_TEACHER_CFG, **(teacher_cfg or {})}["widths"]]
+    torch.manual_seed(0)
+    path = Path(folder) / "timing-teacher.pt"
+    save_teacher(path, TeacherCNN(1, widths), ["placeholder"], {"widths": widths},
+                 extra={"note": TIMING_TEACHER_NOTE})
+    return str(path)
 
 
 def registry_is_learned(arch: str) -> bool:
@@ -117,14 +142,30 @@ def experiment_efficiency(params, experiment: str, device: str) -> list[dict]:
     ``efficiency.time_paper_scale`` is true, since a 100 M model on a CPU takes minutes)."""
     cfg = {"size": 128, "repeats": 20, "warmup": 3, "time_paper_scale": device.startswith("cuda"),
            **params.raw.get("efficiency", {})}
+    with tempfile.TemporaryDirectory(prefix="inpaintbench-efficiency-") as folder:
+        return _experiment_efficiency(params, experiment, device, cfg, folder)
+
+
+def _experiment_efficiency(params, experiment: str, device: str, cfg: dict, folder: str) -> list[dict]:
+    from ..train.teacher import teacher_choice
+
     size = int(cfg["size"])
-    train = params.experiment(experiment)["runs"][0]["train"]
+    teacher_cfg = params.teacher(experiment)
     rows = []
     for model in params.experiment(experiment)["models"]:
         spec = params.model(model)
+        # no artifact of the workflow (e.g. the trained teacher) is needed: see the module docstring
+        artifacts, teacher_note = {}, ""
+        if "teacher" in spec.get("requires", []):
+            ctx0 = BuildContext(image_size=size, teacher=teacher_cfg)
+            kind = teacher_choice(ctx0, (spec.get("args") or {}).get("teacher"))["kind"]
+            if kind == "trained":
+                artifacts["teacher"] = timing_teacher(teacher_cfg, folder)
+                teacher_note = TIMING_TEACHER_NOTE
+            else:
+                teacher_note = kind
         ctx = BuildContext(image_size=size, perceptual={"backbone": "none"}, device=device,
-                           teacher=params.teacher(experiment),
-                           artifacts={r: str(paths.artifact(experiment, train, r)) for r in params.requirements(model, experiment)})
+                           teacher=teacher_cfg, artifacts=artifacts)
         # A learned model without `paper_args` trains at its published size (the papers' `*-pub`
         # entries): timing it on a CPU takes minutes per model and says little next to the papers'
         # GPU times, so it is timed only on a GPU or when efficiency.time_paper_scale asks.
@@ -135,7 +176,8 @@ def experiment_efficiency(params, experiment: str, device: str) -> list[dict]:
                "size": size, "params": r["params"], "ms": round(r["ms"], 3) if timed else "",
                "ms_median": round(r["ms_median"], 3) if timed else "",
                "params_paper": "", "ms_paper": "", "device_name": r["device_name"] if timed else
-               f"not timed on {r['device_name']} (published size; efficiency.time_paper_scale: true times it)"}
+               f"not timed on {r['device_name']} (published size; efficiency.time_paper_scale: true times it)",
+               "teacher": teacher_note}
         if "paper_args" in spec:
             if cfg["time_paper_scale"]:
                 big = efficiency(spec["arch"], spec["paper_args"], size, device, repeats=int(cfg["repeats"]),
