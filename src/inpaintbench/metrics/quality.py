@@ -36,11 +36,10 @@ def l1_hole(out: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
     return float(diff[hole].mean())
 
 
-def _gaussian_window(device=None, dtype=torch.float64) -> torch.Tensor:
+def _gaussian_1d(device=None, dtype=torch.float64) -> torch.Tensor:
     coords = torch.arange(_WIN, dtype=dtype, device=device) - (_WIN - 1) / 2
     g = torch.exp(-(coords ** 2) / (2 * _SIGMA ** 2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
+    return g / g.sum()
 
 
 def ssim_torch(out: torch.Tensor, gt: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -48,8 +47,11 @@ def ssim_torch(out: torch.Tensor, gt: torch.Tensor, data_range: float = 1.0) -> 
     n, c, h, w = out.shape
     if min(h, w) < _WIN:
         raise InpaintBenchError(f"SSIM needs images of at least {_WIN}x{_WIN} pixels, got {w}x{h}")
-    win = _gaussian_window(out.device, out.dtype).expand(c, 1, _WIN, _WIN)
-    filt = lambda x: F.conv2d(x, win, groups=c)  # 'valid' region, as skimage crops the border
+    # the 11x11 Gaussian is the outer product g g^T: filter rows then columns (the same values up
+    # to rounding, ~8x less work than the 2-D window: float64 depthwise convs are slow on CPU)
+    g = _gaussian_1d(out.device, out.dtype)
+    g_rows, g_cols = g.view(1, 1, _WIN, 1).expand(c, 1, _WIN, 1), g.view(1, 1, 1, _WIN).expand(c, 1, 1, _WIN)
+    filt = lambda x: F.conv2d(F.conv2d(x, g_rows, groups=c), g_cols, groups=c)  # 'valid', as skimage crops the border
     mu_x, mu_y = filt(out), filt(gt)
     sxx = filt(out * out) - mu_x ** 2
     syy = filt(gt * gt) - mu_y ** 2
