@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..config import derive_seed
 from ..errors import InpaintBenchError
