@@ -16,6 +16,7 @@ On CUDA each model runs three ways: fp32 eager, bf16 autocast, bf16 + torch.comp
     uv run python scripts/bench_train.py --model pconv --size 64 --batch 8
     uv run python scripts/bench_train.py --all-pub --json benchmarks/train-cuda.json   # on a GPU machine
     uv run python scripts/bench_train.py --all-pub --flops   # CPU: FLOPs/memory counts for the cost estimate
+    uv run python scripts/bench_train.py --pipeline-only --json benchmarks/pipeline-cpu.json  # the input pipeline alone
 
 `--all-pub` runs every ``*-pub`` model of params.yaml at its experiment's resolution and batch
 (a few steps each); `--json` writes the rows, which report/cost.py reads (the cost per table).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shlex
 import statistics
@@ -57,14 +59,71 @@ def sync(device: str) -> None:
 
 
 def pipeline_rate(store: np.ndarray, batch: int, workers: int, steps: int) -> float:
+    return pipeline_measure(store, batch, workers, steps)["samples_per_s"]
+
+
+def pipeline_measure(store: np.ndarray, batch: int, workers: int, steps: int, convert: bool = False) -> dict:
+    """Deliver `steps` batches (generated masks, ratio 0.05-0.6) after 4 start-up batches: samples/s
+    (wall), the main process's CPU time per sample and, with workers, the workers' CPU time per
+    sample (their whole life, start-up batches and fork included, from RUSAGE_CHILDREN once the
+    loader has reaped them). `convert`: also `to_device` each batch on the CPU (the main-side
+    uint8 -> float32 conversion the trainer does), timed apart."""
     batches = data.StepBatches(store, 0, batch, (0.05, 0.6))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     loader = iter(data.make_loader(batches, 0, steps + 4, workers, pin_memory=torch.cuda.is_available()))
     for _ in range(4):  # start-up (worker fork, first prefetch) is not throughput
         next(loader)
-    start = time.perf_counter()
+    convert_s = convert_cpu = 0.0
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
-        next(loader)
-    return steps * batch / (time.perf_counter() - start)
+        b = next(loader)
+        if convert:
+            c, cc = time.perf_counter(), time.process_time()
+            data.to_device(*b, "cpu")
+            convert_s, convert_cpu = convert_s + time.perf_counter() - c, convert_cpu + time.process_time() - cc
+    wall, main_cpu = time.perf_counter() - start - convert_s, time.process_time() - cpu - convert_cpu
+    del loader, b  # shuts the workers down (joined: their CPU time lands in RUSAGE_CHILDREN)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    n = steps * batch
+    worker_cpu = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime)
+    row = {"size": int(store.shape[1]), "batch": batch, "workers": workers, "steps": steps,
+           "samples_per_s": round(n / wall, 1), "main_cpu_ms_per_sample": round(main_cpu * 1e3 / n, 4)}
+    if workers:
+        row["worker_cpu_ms_per_sample"] = round(worker_cpu * 1e3 / ((steps + 4) * batch), 4)
+    if convert:
+        row["to_device_ms_per_batch"] = round(convert_s * 1e3 / steps, 3)
+        row["to_device_cpu_ms_per_batch"] = round(convert_cpu * 1e3 / steps, 3)
+    return row
+
+
+def pipeline_only(ns) -> int:
+    """`--pipeline-only`: the input pipeline alone, in-process (0 workers, one core: the cost of
+    a sample, load-robust-ish) and with each `--workers` count, `--repeats` times; medians."""
+    store = random_store(256, ns.pipeline_size)
+    print("command:", shlex.join(["python", *sys.argv]))
+    load = os.getloadavg()
+    print(f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} cores")
+    rows = []
+    for workers in sorted({0, *ns.pipeline_workers}):
+        runs = [pipeline_measure(store, ns.batch or 8, workers, ns.pipeline_steps, convert=True) for _ in range(ns.repeats)]
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k not in ("size", "batch", "workers", "steps")}
+        row = {**runs[0], **{k: round(v, 4) for k, v in med.items()}, "repeats": ns.repeats,
+               "samples_per_s_runs": [r["samples_per_s"] for r in runs]}
+        rows.append(row)
+        extra = f", workers' CPU {row['worker_cpu_ms_per_sample']:.3f} ms/sample" if workers else ""
+        print(f"pipeline {ns.pipeline_size}px batch {row['batch']} workers {workers}: {row['samples_per_s']:,.0f} samples/s "
+              f"(median of {ns.repeats}: {', '.join(f'{v:,.0f}' for v in row['samples_per_s_runs'])}), main CPU "
+              f"{row['main_cpu_ms_per_sample']:.3f} ms/sample{extra}; to_device {row['to_device_ms_per_batch']:.2f} ms/batch")
+    load = os.getloadavg()
+    print(f"load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if ns.json:
+        ns.json.parent.mkdir(parents=True, exist_ok=True)
+        ns.json.write_text(json.dumps({"command": shlex.join(["python", *sys.argv]), "device": device_name("cpu"),
+                                       "torch": torch.__version__, "cores": os.cpu_count(),
+                                       "load_average": [round(v, 2) for v in load], "pipeline": True, "rows": rows},
+                                      indent=1) + "\n")
+        print("wrote", ns.json)
+    return 0
 
 
 def peak_mb(device: str) -> float:
@@ -156,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--modes", default=None, help="comma list of fp32,bf16,bf16-compile (default: all on CUDA, fp32 on CPU)")
     ap.add_argument("--pipeline-size", type=int, default=256, help="image side of the pipeline-only measurement")
+    ap.add_argument("--pipeline-only", action="store_true",
+                    help="only the input pipeline: in-process and with --pipeline-workers, samples/s and CPU time per sample")
+    ap.add_argument("--pipeline-workers", type=lambda v: [int(x) for x in v.split(",")], default=[2],
+                    help="--pipeline-only: comma list of worker counts (0 = in-process is always measured)")
+    ap.add_argument("--pipeline-steps", type=int, default=100, help="--pipeline-only: timed batches per measurement")
+    ap.add_argument("--repeats", type=int, default=3, help="--pipeline-only: measurements per worker count (median)")
     ap.add_argument("--flops", action="store_true",
                     help=f"only count FLOPs and saved activations per sample (CPU) into {cost.FLOPS_FILE} (report/cost.py)")
     ap.add_argument("--measure-at", type=int, help=f"--flops: count at most at this size and scale (default {cost.MEASURE_MAX_SIZE})")
@@ -163,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the rows here (report/cost.py reads benchmarks/train-<device>.json)")
     ns = ap.parse_args(argv)
     torch.set_num_threads(ns.threads)
+    if ns.pipeline_only:
+        return pipeline_only(ns)
     params = load_params()
     names = list(ns.model or [])
     if ns.all_pub:

@@ -39,17 +39,17 @@ def photos(project):
     return manifest, [manifest.parent / r["path"] for r in rows]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_pipeline_gives_the_reference_batches(photos, workers):
+@pytest.mark.parametrize("workers,ring", [(0, None), (2, True), (2, False)])
+def test_pipeline_gives_the_reference_batches(photos, workers, ring):
     manifest, files = photos
     store = data.train_images(manifest, 32)
     assert store.dtype == np.uint8 and store.shape == (len(files), 32, 32, 3)
     batches = data.StepBatches(store, seed=123, batch_size=5, ratio_range=(0.1, 0.5))
     start, stop = 3, 9  # a resumed run starts mid-way: the steps, not the loader, fix the batch
-    loader = data.make_loader(batches, start, stop, workers, pin_memory=False)
+    loader = data.make_loader(batches, start, stop, workers, pin_memory=False, ring=ring)
     seen = 0
-    for step, (img_u8, mask_u8, flips) in zip(range(start, stop), loader):
-        image, mask = data.to_device(img_u8, mask_u8, flips, "cpu")
+    for step, (img_u8, mask_u8) in zip(range(start, stop), loader):
+        image, mask = data.to_device(img_u8, mask_u8, "cpu")
         ref_imgs, ref_masks = reference_batch(files, 123, step, 5, (0.1, 0.5))
         ref_image, ref_mask = to_tensor(ref_imgs, "cpu"), to_tensor(ref_masks, "cpu")
         assert torch.equal(image, ref_image) and torch.equal(mask, ref_mask), step
@@ -59,6 +59,25 @@ def test_pipeline_gives_the_reference_batches(photos, workers):
     # another step is another batch (the test above would pass for a constant batch otherwise)
     a, b = batches[3], batches[4]
     assert not torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
+
+
+def test_ring_wraps_and_keeps_the_last_two_batches(photos):
+    """The ring's slots are reused many times over (6 slots, 40 steps, two workers racing): every
+    batch is the in-process one, and the batch before the current one is still intact."""
+    manifest, _ = photos
+    batches = data.StepBatches(data.train_images(manifest, 32), seed=5, batch_size=3, ratio_range=(0.1, 0.5))
+    loader = data.make_loader(batches, 10, 50, 2, pin_memory=False, prefetch_factor=2)
+    assert loader.ring is not None and loader.ring.slots == 6
+    previous, seen = None, 0
+    for step, (img, msk) in zip(range(10, 50), loader):
+        ref = batches[step]
+        assert torch.equal(img, ref[0]) and torch.equal(msk, ref[1]), step
+        if previous is not None:
+            p_img, p_msk, p_step = previous
+            p_ref = batches[p_step]
+            assert torch.equal(p_img, p_ref[0]) and torch.equal(p_msk, p_ref[1]), p_step
+        previous, seen = (img, msk, step), seen + 1
+    assert seen == 40
 
 
 def test_store_is_written_once_and_follows_the_manifest(photos):

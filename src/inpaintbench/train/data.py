@@ -20,8 +20,11 @@ drawn from the step's own RNG, produced by ``torch.utils.data`` worker processes
   a mask set of that name is not a training-mask source).
 * **Loader.** :func:`make_loader` wraps the steps in a ``DataLoader`` (``batch_size=None``: one
   item is one step's batch) with ``num_workers`` processes, ``prefetch_factor`` batches each
-  in flight, and pinned memory on CUDA; :func:`to_device` copies the uint8 batch (4x fewer bytes
-  than float32) with ``non_blocking`` and converts it on the device.
+  in flight, and pinned memory on CUDA. A worker builds its batch (gather, flips, masks) in one
+  flat uint8 buffer in shared memory: on the CPU a slot of a ring made before the workers
+  start (only the slot number travels), with pinned memory a segment of its own that the
+  loader's pinning thread copies. :func:`to_device` copies the uint8 batch (4x fewer bytes than
+  float32) with ``non_blocking`` and converts it on the device in one pass.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from .. import paths
 from ..config import derive_seed
 from ..errors import InpaintBenchError
 from ..io import atomic_path, load_image, load_mask, read_csv
-from ..masks.generate import training_mask
+from ..masks.generate import training_holes
 
 CACHE = paths.DATA / "cache" / "train"
 
@@ -145,12 +148,17 @@ def _dihedral(mask: np.ndarray, k: int) -> np.ndarray:
 
 
 class StepBatches(torch.utils.data.Dataset):
-    """``self[step]`` = (uint8 images (B,H,W,3) unflipped, uint8 masks (B,H,W) 1 = hole, bool
-    horizontal flips (B,)) of that step; `to_device` applies the flips (a strided byte copy is
-    the slowest part of a batch on a CPU, a flip of the float batch on the device is free).
+    """``self[step]`` = (uint8 images (B,H,W,3), flipped where the step says, uint8 masks (B,H,W)
+    1 = hole) of that step.
 
     The draws and their order are those of the original ``sample_batch``: indices, flips, then
     the masks, all from ``default_rng(derive_seed(seed, "batch", step))``.
+
+    :meth:`packed` builds the same batch into one flat uint8 buffer (images, then masks), which
+    a worker allocates in shared memory: the batch crosses to the main process as one shared
+    segment, written once, with one file descriptor (three tensors, each copied into its own
+    segment after it was built, were most of a worker's time per batch); :meth:`unpack` views
+    it as the pair again.
     """
 
     def __init__(self, images: np.ndarray, seed: int, batch_size: int, ratio_range, masks: np.ndarray | None = None):
@@ -168,45 +176,139 @@ class StepBatches(torch.utils.data.Dataset):
         return 2**62
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images = self._array(self._images)
+        return self.unpack(self.packed(step))
+
+    @property
+    def packed_bytes(self) -> int:
+        return self.batch_size * self.size * self.size * 4
+
+    def unpack(self, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (B,H,W,3), masks (B,H,W)) views of a :meth:`packed` buffer."""
+        b, s = self.batch_size, self.size
+        n = b * s * s * 3
+        return buf[:n].view(b, s, s, 3), buf[n:].view(b, s, s)
+
+    def packed(self, step: int, shared: bool = False) -> torch.Tensor:
+        """Step `step`'s batch as one flat uint8 tensor (in shared memory when `shared`)."""
+        if shared:  # as torch's default_collate does in a worker: no copy when the batch is sent
+            buf = torch.empty(0, dtype=torch.uint8)
+            buf.set_(buf.untyped_storage()._new_shared(self.packed_bytes))
+        else:
+            buf = torch.empty(self.packed_bytes, dtype=torch.uint8)
+        return self.pack_into(step, buf)
+
+    def pack_into(self, step: int, buf: torch.Tensor) -> torch.Tensor:
+        """Build step `step`'s batch into `buf` (flat uint8, :attr:`packed_bytes` long)."""
+        images, masks = self.unpack(buf)
+        src = self._array(self._images)
         rng = np.random.default_rng(derive_seed(self.seed, "batch", int(step)))
         idx = rng.choice(self.n, self.batch_size, replace=self.n < self.batch_size)
         flips = rng.random(self.batch_size) < 0.5
-        out = np.asarray(images[idx])  # one gather (a copy, also from the memmap); flipped in to_device
-        masks = np.empty((self.batch_size, self.size, self.size), np.uint8)
+        np.take(src, idx, axis=0, out=images.numpy())  # one gather, also from the memmap
+        for b in np.flatnonzero(flips).tolist():  # torch's flip: ~10x numpy's strided 3-byte copy
+            images[b] = images[b].flip(1)
+        out = masks.numpy()
         if self._masks is None:
             for b in range(self.batch_size):
-                masks[b] = training_mask(self.size, rng, self.ratio_range) > 0.5
+                out[b] = training_holes(self.size, rng, self.ratio_range)
         else:
             bank = self._array(self._masks)
             for b in range(self.batch_size):
                 j, k = int(rng.integers(len(bank))), int(rng.integers(8))
-                masks[b] = _dihedral(bank[j], k)
-        return torch.from_numpy(out), torch.from_numpy(masks), torch.from_numpy(flips)
+                out[b] = _dihedral(bank[j], k)
+        return buf
+
+
+class _PackedSteps(torch.utils.data.Dataset):
+    """``[step]`` = :meth:`StepBatches.packed`, in shared memory in a worker (sent as one segment)."""
+
+    def __init__(self, batches: StepBatches):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        return self.batches.packed(step, shared=torch.utils.data.get_worker_info() is not None)
+
+
+class _RingSteps(torch.utils.data.Dataset):
+    """``[step]`` builds the batch into slot ``step % slots`` of a ring of packed batches in
+    shared memory, made before the workers start (they inherit it, or map it when spawned), and
+    returns only (slot, step): no segment to make, send and map per batch.
+
+    A slot is written again only for the step `slots` later. The ``DataLoader`` dispatches step
+    ``s + prefetch_factor * num_workers`` when it hands out step ``s`` (never more in flight),
+    so with ``slots = prefetch_factor * num_workers + 2`` the batch handed out last and the one
+    before it are never being written; :class:`Loader` checks each slot's step on arrival.
+    """
+
+    def __init__(self, batches: StepBatches, slots: int):
+        self.batches, self.slots = batches, int(slots)
+        self.ring = torch.empty((self.slots, batches.packed_bytes), dtype=torch.uint8).share_memory_()
+        self.steps = torch.full((self.slots,), -1, dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, step: int) -> tuple[int, int]:
+        slot = int(step) % self.slots
+        self.batches.pack_into(step, self.ring[slot])
+        self.steps[slot] = int(step)
+        return slot, int(step)
+
+
+class Loader:
+    """Iterates (uint8 images, uint8 masks) of the steps ``start .. stop-1`` in order, built by a
+    ``DataLoader`` (``batch_size=None``: one item is one step's batch).
+
+    With a ring (workers, no pinned memory: CPU training), a batch's tensors are views of the
+    ring: valid until the next-but-one batch is taken; the trainer converts each batch at once
+    (`to_device`), a caller that keeps one longer clones it."""
+
+    def __init__(self, batches: StepBatches, loader: torch.utils.data.DataLoader, ring: _RingSteps | None = None):
+        self.batches, self.loader, self.ring = batches, loader, ring
+
+    def __iter__(self):
+        unpack = self.batches.unpack
+        if self.ring is None:
+            return (unpack(buf) for buf in self.loader)
+        return self._from_ring(unpack)
+
+    def _from_ring(self, unpack):
+        ring, steps = self.ring.ring, self.ring.steps
+        for slot, step in self.loader:
+            if int(steps[slot]) != step:
+                raise InpaintBenchError(f"input pipeline: slot {slot} holds step {int(steps[slot])}, expected {step}")
+            yield unpack(ring[slot])
 
 
 def make_loader(batches: StepBatches, start: int, stop: int, num_workers: int, pin_memory: bool,
-                prefetch_factor: int = 4) -> torch.utils.data.DataLoader:
-    """Steps ``start .. stop-1`` in order; worker processes when ``num_workers > 0``."""
-    kwargs = {}
+                prefetch_factor: int = 4, ring: bool | None = None) -> Loader:
+    """Steps ``start .. stop-1`` in order; worker processes when ``num_workers > 0``. `ring`
+    (default: without pinned memory) passes the workers' batches through `_RingSteps`; with
+    pinned memory each batch is its own shared segment, which the loader's pinning thread copies
+    into pinned memory (the copy to the device may then still be reading it steps later)."""
+    kwargs, dataset = {}, None
     if num_workers > 0:
         kwargs = {"prefetch_factor": prefetch_factor,
                   "multiprocessing_context": "fork" if "fork" in get_all_start_methods() else "spawn"}
-    return torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, stop), num_workers=num_workers,
-                                       pin_memory=pin_memory, **kwargs)
+        if ring if ring is not None else not pin_memory:
+            dataset = _RingSteps(batches, prefetch_factor * num_workers + 2)
+    loader = torch.utils.data.DataLoader(dataset or _PackedSteps(batches), batch_size=None, sampler=range(start, stop),
+                                         num_workers=num_workers, pin_memory=pin_memory, **kwargs)
+    return Loader(batches, loader, dataset)
 
 
-def to_device(images: torch.Tensor, masks: torch.Tensor, flips: torch.Tensor, device: str, channels_last: bool = False):
-    """uint8 (B,H,W,3), (B,H,W), flips (B,) -> float32 (B,3,H,W) in [0,1] (flipped where asked)
-    and (B,1,H,W) on `device`.
+def to_device(images: torch.Tensor, masks: torch.Tensor, device: str, channels_last: bool = False):
+    """uint8 (B,H,W,3), (B,H,W) -> float32 (B,3,H,W) in [0,1] and (B,1,H,W) on `device`.
 
     The values equal ``evaluate.to_tensor`` of the float32 arrays (``u8 / 255`` is one correctly
     rounded division either way), and so does the memory layout: the image is a permuted view of
-    an NHWC buffer, as ``to_tensor`` makes it.
+    an NHWC buffer, as ``to_tensor`` makes it. The conversion and the division are one pass
+    (``torch.div`` of the uint8 tensor: the float result keeps the input's strides).
     """
-    img = images.to(device, non_blocking=True).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-    flips = flips.to(device, non_blocking=True)
-    img = torch.where(flips[:, None, None, None], img.flip(3), img)  # keeps the NHWC-view strides
+    img = torch.div(images.to(device, non_blocking=True).permute(0, 3, 1, 2), 255.0).to(torch.float32)
     msk = masks.to(device, non_blocking=True)[:, None].to(torch.float32)
     if channels_last:
         img, msk = img.contiguous(memory_format=torch.channels_last), msk.contiguous(memory_format=torch.channels_last)
