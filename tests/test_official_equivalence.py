@@ -251,3 +251,47 @@ def test_ctsdg_matches_official_discriminator():
     assert_close(d_real, data["d_real"])
     assert_close(d_fake, data["d_fake"])
     assert_close(e_fake[..., ::4, ::4], data["e_fake"])
+
+
+# ---------------------------------------------------------------------------- DeepFill v2, released TF code
+
+COMMITS["deepfill_v2_tf"] = "3a5324373ba52c68c79587ca183bc10b9e57b783"  # JiahuiYu/generative_inpainting
+
+
+def seeded_tf_variables(spec: list, seed: int, gain: float = 2.0) -> dict:
+    """TF-layout variables (name, shape) filled in order from one seeded generator: conv kernels
+    (kh, kw, cin, cout) N(0, gain² / (kh·kw·cin)) (gain 2 keeps the signal through ~17 gated layers,
+    each of which halves it by its sigmoid gate), biases N(0, 0.1²). The fixture generator fed these
+    values to the official graph (as numpy float32)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in spec:
+        if len(shape) == 4:
+            out[name] = torch.randn(shape, generator=g) * gain / (shape[0] * shape[1] * shape[2]) ** 0.5
+        else:
+            out[name] = torch.randn(shape, generator=g) * 0.1
+    return out
+
+
+def test_deepfill_v2_tf_variant_matches_released_tf_inpaint_net():
+    """Our deepfill_v2 (variant tf, width 24 = the released cnum 48) with the official TF variables
+    converted by convert_tf against build_inpaint_net(training=False) of the released TF code, run
+    once under TF 2 tf.compat.v1 (see the fixture's meta; the official graph's only shims were
+    tf.layers.conv2d, tf.contrib's arg_scope and the neuralgym imports): coarse and refined outputs
+    in [-1, 1] on a 64×64 input, mask 1 = hole, image raw / 127.5 − 1 as build_server_graph."""
+    from inpaintbench.models.deepfill_v2 import DeepFillV2, convert_tf
+
+    data = fixture("deepfill_v2_tf")
+    variables = seeded_tf_variables(data["spec"], data["seed"])
+    assert abs(sum(float(v.double().sum()) for v in variables.values()) - data["checksum"]) < 1e-6
+    args, state = convert_tf(variables)
+    assert args == {"width": 24, "variant": "tf"}
+    model = DeepFillV2(**args).eval()
+    gen = {k: v for k, v in model.state_dict().items() if not k.startswith("discriminator.")}
+    assert set(state) == set(gen) and len(state) == len(variables)  # every TF variable used, every weight set
+    model.load_state_dict(state, strict=False)
+    hole = data["hole"].float()
+    with torch.no_grad():
+        coarse, refined = model.stages(data["image_u8"].float() / 255, hole)
+    assert_close(coarse * 2 - 1, data["coarse"])
+    assert_close(refined * 2 - 1, data["refined"])
