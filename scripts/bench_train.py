@@ -7,7 +7,8 @@ Per model (a `models:` entry of params.yaml, built as the trainer builds it):
   random uint8 image store at the model's size;
 * model step ms: `train_step` (generator + discriminator step) on one fixed batch on the device;
 * step ms with the pipeline attached: the same steps fed by the pipeline (the ratio to the model
-  step shows whether the pipeline hides behind the model);
+  step shows whether the pipeline hides behind the model), in blocks alternating with the model
+  step alone (`--rounds` pairs: medians, the ratio taken pair by pair);
 * peak memory: CUDA max allocated during the steps; on CPU the process's peak RSS (ru_maxrss:
   the whole process, so the largest model benchmarked so far in this process).
 
@@ -133,7 +134,7 @@ def peak_mb(device: str) -> float:
 
 
 def bench_model(params, model_name: str, size: int, batch: int, device: str, steps: int, workers: int,
-                store: np.ndarray, mode: str = "fp32") -> dict:
+                store: np.ndarray, mode: str = "fp32", rounds: int = 3) -> dict:
     amp, compiled = mode.startswith("bf16"), mode.endswith("compile")
     with tempfile.TemporaryDirectory() as tmp:
         model, opt_g, opt_d = build(params, model_name, size, device, Path(tmp))
@@ -146,26 +147,31 @@ def bench_model(params, model_name: str, size: int, batch: int, device: str, ste
     for _ in range(2 if not compiled else 3):  # warm-up (compilation, cudnn autotune, allocator)
         train_step(model, image, mask, opt_g, opt_d, amp)
     sync(device)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        train_step(model, image, mask, opt_g, opt_d, amp)
-        sync(device)
-        times.append((time.perf_counter() - start) * 1000)
-    model_ms = statistics.median(times)
-    loader = iter(data.make_loader(batches, 1, steps + 3, workers, pin_memory=device.startswith("cuda")))
+    # Blocks of `steps` steps alone (one fixed batch) and `steps` steps fed by the pipeline, in
+    # turn, `rounds` times: the ratio is taken block pair by block pair (a drifting machine load
+    # moves both blocks of a pair alike), the figures are the medians over the rounds.
+    loader = iter(data.make_loader(batches, 1, rounds * steps + 3, workers, pin_memory=device.startswith("cuda")))
     for _ in range(2):
         train_step(model, *data.to_device(*next(loader), device), opt_g, opt_d, amp)
     sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        train_step(model, *data.to_device(*next(loader), device), opt_g, opt_d, amp)
-    sync(device)
-    with_pipeline_ms = (time.perf_counter() - start) * 1000 / steps
+    alone, fed = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(steps):
+            train_step(model, image, mask, opt_g, opt_d, amp)
+        sync(device)
+        alone.append((time.perf_counter() - start) * 1000 / steps)
+        start = time.perf_counter()
+        for _ in range(steps):
+            train_step(model, *data.to_device(*next(loader), device), opt_g, opt_d, amp)
+        sync(device)
+        fed.append((time.perf_counter() - start) * 1000 / steps)
+    model_ms, with_pipeline_ms = statistics.median(alone), statistics.median(fed)
+    ratio = statistics.median(f / a for f, a in zip(fed, alone))
     return {"model": model_name, "arch": params.model(model_name)["arch"], "size": size, "batch": batch,
             "device": device, "device_name": device_name(device), "mode": mode, "workers": workers,
             "threads": torch.get_num_threads(), "model_step_ms": round(model_ms, 2),
-            "step_with_pipeline_ms": round(with_pipeline_ms, 2), "ratio": round(with_pipeline_ms / model_ms, 3),
+            "step_with_pipeline_ms": round(with_pipeline_ms, 2), "ratio": round(ratio, 3), "rounds": rounds,
             "peak_mb": round(peak_mb(device), 1),
             "peak_kind": "cuda max allocated" if device.startswith("cuda") else "process peak RSS",
             "steps": steps}
@@ -209,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all-pub", action="store_true", help="every *-pub model at its experiment's size and batch")
     ap.add_argument("--size", type=int, help="image side (default: the model's experiment's size, else 64)")
     ap.add_argument("--batch", type=int, help="batch size (default: the experiment's training batch)")
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per block (model alone / with the pipeline)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating block pairs per model (medians, ratio per pair)")
     ap.add_argument("--workers", type=int, default=2, help="input-pipeline worker processes")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -251,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         store = random_store(64, size)
         for mode in modes:
             try:
-                r = bench_model(params, name, size, batch, ns.device, ns.steps, ns.workers, store, mode)
+                r = bench_model(params, name, size, batch, ns.device, ns.steps, ns.workers, store, mode, ns.rounds)
             except (InpaintBenchError, RuntimeError) as exc:  # e.g. CUDA out of memory: say so, go on
                 print(f"{name} {mode}: failed: {str(exc).splitlines()[0]}")
                 rows.append({"model": name, "mode": mode, "size": size, "batch": batch, "error": str(exc).splitlines()[0]})
