@@ -48,3 +48,29 @@ def test_no_grad_path_is_the_plain_function():
     with torch.no_grad():
         b = layer(x)
     assert torch.equal(a, b)
+
+
+def test_auto_checkpoints_only_large_sampled_tensors(monkeypatch):
+    """checkpoint="auto" (the default): the built-in 64 px layers keep their small sampled tensor
+    (no second grid_sample per step), a layer whose sampled tensor reaches the threshold recomputes
+    it; outputs and gradients are those of the plain path either way."""
+    import inpaintbench.models.layers.sahn_deform as sd
+
+    assert DeformableConv2d(4, 4).checkpoint == "auto"
+    x0 = torch.rand(2, 36, 20, 24)
+    ref = _run(_layer(False), x0.clone().requires_grad_())
+    small = _run(_layer("auto"), x0.clone().requires_grad_())
+    input_bytes = x0.numel() * x0.element_size()
+    assert small[3] > 9 * input_bytes  # 2*36*9*20*24 elements < CHECKPOINT_MIN_ELEMENTS: not checkpointed
+    monkeypatch.setattr(sd, "CHECKPOINT_MIN_ELEMENTS", 2 * 36 * 9 * 20 * 24)
+    large = _run(_layer("auto"), x0.clone().requires_grad_())
+    assert large[3] < 3 * input_bytes  # at the threshold: checkpointed
+    for got in (small, large):
+        assert torch.equal(got[0], ref[0]) and torch.allclose(got[1], ref[1], atol=1e-6)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got[2], ref[2]))
+    try:
+        DeformableConv2d(4, 4, checkpoint="yes")
+    except ValueError as exc:
+        assert "checkpoint" in str(exc)
+    else:
+        raise AssertionError("an unknown checkpoint setting must be an error")

@@ -21,7 +21,11 @@ would keep it (and the sampling grid) for the backward pass of every deformable 
 SAHN-pub at 256 px peaked at 5.1 GB for batch 1 on CPU, most of it these tensors. With
 ``checkpoint=True`` (the default) the layer keeps only its inputs and recomputes the sampling in
 its backward pass (`torch.utils.checkpoint`), so at most one layer's 9x tensor is alive at a time.
-The function and its gradients are unchanged (tests/test_sahn_deform_memory.py).
+The function and its gradients are unchanged (tests/test_sahn_deform_memory.py). The default
+``checkpoint="auto"`` does so only where the sampled tensor is large (at least
+``CHECKPOINT_MIN_ELEMENTS``, 16 MiB of float32): every SAHN-pub layer at 256 px, batch 1 and up,
+but none of the built-in 64 px model's, where the recomputation would cost a second grid_sample
+forward per layer per step and the saved tensors are a few MB.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d, deform_conv2d
 
 BACKENDS = ("auto", "torchvision", "grid_sample")
+CHECKPOINT_MIN_ELEMENTS = 1 << 22  # checkpoint="auto": recompute only a sampled tensor this large
 
 
 def deform_conv2d_grid_sample(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
@@ -74,7 +79,7 @@ class DeformableConv2d(nn.Module):
     """Deformable convolution whose offsets a zero-initialised plain convolution predicts."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1, padding: int | None = None,
-                 dilation: int = 1, bias: bool = True, backend: str = "auto", checkpoint: bool = True):
+                 dilation: int = 1, bias: bool = True, backend: str = "auto", checkpoint: bool | str = "auto"):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"deformable conv backend {backend!r}; choose one of {BACKENDS}")
@@ -85,6 +90,8 @@ class DeformableConv2d(nn.Module):
                                 padding=padding, dilation=dilation)
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
+        if checkpoint not in (True, False, "auto"):
+            raise ValueError(f"deformable conv checkpoint must be true, false or 'auto', got {checkpoint!r}")
         self.backend = backend
         self.checkpoint = checkpoint
 
@@ -97,9 +104,16 @@ class DeformableConv2d(nn.Module):
         if use_tv:
             return deform_conv2d(x, offset, c.weight, c.bias, stride=c.stride, padding=c.padding,
                                  dilation=c.dilation)
-        if self.checkpoint and torch.is_grad_enabled() and (x.requires_grad or offset.requires_grad or c.weight.requires_grad):
+        if self._checkpointed(x, offset) and torch.is_grad_enabled() \
+                and (x.requires_grad or offset.requires_grad or c.weight.requires_grad):
             # keep only the inputs; recompute the 9x sampled tensor in the backward pass
             return torch.utils.checkpoint.checkpoint(deform_conv2d_grid_sample, x, offset, c.weight, c.bias,
                                                      c.stride[0], c.padding[0], c.dilation[0], use_reentrant=False)
         return deform_conv2d_grid_sample(x, offset, c.weight, c.bias, stride=c.stride[0],
                                          padding=c.padding[0], dilation=c.dilation[0])
+
+    def _checkpointed(self, x: torch.Tensor, offset: torch.Tensor) -> bool:
+        if self.checkpoint != "auto":
+            return bool(self.checkpoint)
+        k = self.conv.weight.shape[2] * self.conv.weight.shape[3]
+        return x.shape[0] * x.shape[1] * k * offset.shape[2] * offset.shape[3] >= CHECKPOINT_MIN_ELEMENTS
