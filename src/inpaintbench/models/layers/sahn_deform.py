@@ -19,7 +19,7 @@ Two backends compute the same function:
 Memory: the grid_sample path's sampled tensor has K = 9 times the input's elements, and autograd
 would keep it (and the sampling grid) for the backward pass of every deformable layer at once:
 SAHN-pub at 256 px peaked at 5.1 GB for batch 1 on CPU, most of it these tensors. With
-``checkpoint=True`` (the default) the layer keeps only its inputs and recomputes the sampling in
+``checkpoint=True`` the layer keeps only its inputs and recomputes the sampling in
 its backward pass (`torch.utils.checkpoint`), so at most one layer's 9x tensor is alive at a time.
 The function and its gradients are unchanged (tests/test_sahn_deform_memory.py). The default
 ``checkpoint="auto"`` does so only where the sampled tensor is large (at least
