@@ -5,6 +5,13 @@ model code (commit in the fixture's ``meta`` and below) with seeded random weigh
 input; it holds those weights in the official key layout and the official output. Our converter
 must use every official key (strict load, nothing missing) and our model must reproduce the
 official output to 1e-5. The official code itself is not part of this repository.
+
+Larger models' fixtures (RFR, MMagic, CTSDG, DeepFill v2 TF) hold no weights but their official
+names and shapes and a seed; `seeded_state` / `seeded_tf_variables` regenerate the values, the
+same functions the fixture generator called. DeepFill v2's released code is TF 1 + neuralgym: it
+ran unchanged under TensorFlow 2.21's tf.compat.v1 in graph mode, with shims only for what TF 2
+removed (tf.layers.conv2d under Keras 3, tf.contrib's arg_scope) and for neuralgym's package
+imports (its ops/layers.py resize used as it is); see the fixture's meta.
 """
 from __future__ import annotations
 
@@ -295,3 +302,42 @@ def test_deepfill_v2_tf_variant_matches_released_tf_inpaint_net():
         coarse, refined = model.stages(data["image_u8"].float() / 255, hole)
     assert_close(coarse * 2 - 1, data["coarse"])
     assert_close(refined * 2 - 1, data["refined"])
+
+
+def test_tf_checkpoint_reader_reads_a_checkpoint_tensorflow_wrote():
+    """models/tf_checkpoint.py against a tiny checkpoint written by tf.compat.v1.train.Saver (the
+    released DeepFill v2 files are such checkpoints): every variable, dtype and value."""
+    from inpaintbench.models.tf_checkpoint import read_checkpoint
+
+    expected = torch.load(FIXTURES / "deepfill_tf_tiny_expected.pt", weights_only=True)
+    variables = read_checkpoint(FIXTURES / "deepfill_tf_tiny.index")
+    assert set(variables) == set(expected["variables"]) | {"global_step"}
+    assert int(variables["global_step"]) == expected["meta"]["global_step"]
+    for name, value in expected["variables"].items():
+        assert torch.equal(torch.from_numpy(variables[name]), value), name
+
+
+def test_released_deepfill_tf_format_reads_converts_and_checks_the_fit(tmp_path):
+    """Format deepfill-tf end to end on the tiny checkpoint: read, optimizer slots and the
+    discriminator skipped, the inpaint_net kernels transposed to OIHW, and the fit check naming
+    what a partial checkpoint lacks. (The full path, a TF-saved checkpoint of the seeded official
+    graph through build_released, gave the fixture's outputs to 3.5e-6; 16 MB, not kept.)"""
+    from inpaintbench.errors import InpaintBenchError
+    from inpaintbench.models import released
+    from inpaintbench.models.tf_checkpoint import read_checkpoint
+
+    variables = read_checkpoint(FIXTURES / "deepfill_tf_tiny.index")
+    arch, args, states = released.convert("deepfill-tf", {"variables": variables})
+    assert arch == "deepfill_v2" and args == {"width": 2, "variant": "tf"}
+    kernel = torch.from_numpy(variables["inpaint_net/conv1/kernel"])
+    assert torch.equal(states[""]["coarse.encoder.0.conv.weight"], kernel.permute(3, 2, 0, 1))
+    assert set(states[""]) == {"coarse.encoder.0.conv.weight", "coarse.encoder.0.conv.bias",
+                               "coarse.decoder.2.conv.conv.weight"}
+    for suffix in (".index", ".data-00000-of-00001"):
+        (tmp_path / f"snap-0{suffix}").write_bytes((FIXTURES / f"deepfill_tf_tiny{suffix}").read_bytes())
+    spec = {"arch": "deepfill_v2", "weights": {"format": "deepfill-tf", "file": str(tmp_path / "snap-0.index"), "url": "u"}}
+    with pytest.raises(InpaintBenchError, match="do not fit deepfill_v2"):
+        released.build_released("df-tf", spec)
+    (tmp_path / "snap-0.data-00000-of-00001").unlink()
+    with pytest.raises(InpaintBenchError, match="data-00000-of-00001"):
+        released.build_released("df-tf", spec)

@@ -361,8 +361,8 @@ def convert_tf(variables: dict) -> tuple[dict, dict]:
     out = {}
     for name, value in variables.items():
         parts = name.split("/")
-        if parts[0] != "inpaint_net":
-            continue
+        if parts[0] != "inpaint_net" or (len(parts) > 3 and parts[-2] in ("kernel", "bias")):
+            continue                                   # discriminator, global step, optimizer slots (…/kernel/Adam)
         if len(parts) not in (3, 4) or parts[-1] not in ("kernel", "bias"):
             raise KeyError(f"unexpected variable {name!r} in a DeepFill v2 TF checkpoint")
         try:

@@ -49,6 +49,11 @@ Formats (the official code's conventions; each converter lands on our convention
   guided-diffusion's ``256x256_diffusion_uncond.pt`` and the SDEdit ``celeba_hq.ckpt`` (ermongroup
   DDPM layout): models/ddnm.py ``build_released_ddnm`` converts them (models/ddnm_priors.py) and
   builds the null-space sampler over them; images in [-1, 1] inside the model, mask 1 = hole.
+* ``deepfill-tf``: the released TF checkpoints of JiahuiYu/generative_inpainting (``snap-0.index``
+  + ``snap-0.data-00000-of-00001``; ``file`` the ``.index`` (the data file beside it) or
+  ``{index: …, data: …}``), read without TensorFlow (models/tf_checkpoint.py); the
+  ``inpaint_net/*`` variables convert to our deepfill_v2 ``variant: tf`` (models/deepfill_v2.py
+  convert_tf). Images [-1, 1] inside the model, mask 1 = hole, as the released code.
 """
 from __future__ import annotations
 
@@ -61,7 +66,8 @@ import torch
 
 from ..errors import InpaintBenchError
 
-FORMATS = ("lama", "edgeconnect", "rfr", "mmagic-pconv", "mmagic-deepfill", "ctsdg", "adm-256-uncond", "ddpm-celebahq")
+FORMATS = ("lama", "edgeconnect", "rfr", "mmagic-pconv", "mmagic-deepfill", "ctsdg", "adm-256-uncond", "ddpm-celebahq",
+           "deepfill-tf")
 DDNM_FORMATS = ("adm-256-uncond", "ddpm-celebahq")  # DDNM's diffusion priors (models/ddnm.py, ddnm_priors.py)
 _MMLAB_HASH = re.compile(r"-([0-9a-f]{8})\.pth$")
 
@@ -252,6 +258,15 @@ def convert(fmt: str, objects: dict[str, dict]) -> tuple[str, dict, dict[str, di
         (obj,) = objects.values()
         state = _tensors(obj.get("generator", obj), "the checkpoint's 'generator' entry")
         return "ctsdg", {}, {"generator": {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}}
+    if fmt == "deepfill-tf":
+        from .deepfill_v2 import convert_tf
+
+        (variables,) = objects.values()
+        try:
+            args, converted = convert_tf(variables)
+        except KeyError as exc:
+            raise InpaintBenchError(f"the TF checkpoint does not hold a DeepFill v2 inpaint_net ({exc})") from None
+        return "deepfill_v2", args, {"": converted}
     raise InpaintBenchError(f"unknown released-weights format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
@@ -268,7 +283,13 @@ def build_released(name: str, spec: dict, device: str = "cpu", image_size: int =
         if len(paths) != 1:
             raise InpaintBenchError(f"models.{name}: format {fmt} is one file; give weights.file as a string")
         return build_released_ddnm(name, spec, next(iter(paths.values())), image_size).to(device).eval()
-    arch, args, states = convert(fmt, {role: safe_load(p) for role, p in paths.items()})
+    if fmt == "deepfill-tf":  # a TF checkpoint: .index (+ .data beside it or as role `data`)
+        from .tf_checkpoint import read_checkpoint
+
+        objects = {"variables": read_checkpoint(paths.get("index", paths.get("file")), paths.get("data"))}
+    else:
+        objects = {role: safe_load(p) for role, p in paths.items()}
+    arch, args, states = convert(fmt, objects)
     if spec["arch"] != arch:
         raise InpaintBenchError(f"models.{name}: format {fmt} holds a {arch} model, but arch is {spec['arch']!r}")
     args = {**args, **(spec.get("args") or {})}
@@ -276,7 +297,12 @@ def build_released(name: str, spec: dict, device: str = "cpu", image_size: int =
     model = registry.build(arch, args, {}, ctx)
     for sub, state in states.items():
         module = model.get_submodule(sub) if sub else model
-        missing, unexpected = module.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = module.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches raise even with strict=False
+            detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:4])
+            raise InpaintBenchError(f"models.{name}: the released weights do not fit {arch}{' ' + sub if sub else ''} "
+                                    f"({detail}); check weights.format and args") from None
         missing = [k for k in missing if not k.startswith("discriminator.")]  # only the generator is released
         if missing or unexpected:
             raise InpaintBenchError(
