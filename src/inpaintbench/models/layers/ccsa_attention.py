@@ -91,33 +91,40 @@ def hole_order(hole: torch.Tensor, usable: torch.Tensor | None = None) -> tuple[
 def _eq2_forward_loop(q_seq: torch.Tensor, p_seq: torch.Tensor, inv_norm_q: torch.Tensor,
                      d_eps: torch.Tensor) -> torch.Tensor:
     """Eq. 2's recursion, sequence-major ([T, B, C]): m_1 = m'_1; m_i = lerp(m'_i, m_{i-1}, w_i),
-    w_i = Dad_i / (Dad_i + Dmax_i + EPS), Dad_i = max(<m_i, m_{i-1}> / (|m_i| |m_{i-1}|), 0)."""
+    w_i = Dad_i / (Dad_i + Dmax_i + EPS), Dad_i = max(<m_i, m_{i-1}> / (|m_i| |m_{i-1}|), 0).
+    The per-step rows are views taken once (`unbind`), and each m_i is written in place into the
+    output: no indexing or copy kernel per step."""
     out = torch.empty_like(p_seq)
-    out[0] = p_seq[0]
-    prev = p_seq[0]
-    for i in range(1, p_seq.shape[0]):
-        cos = (q_seq[i] * prev).sum(-1) * inv_norm_q[i] * torch.rsqrt((prev * prev).sum(-1) + 1e-8)
+    qs, ps, inv_q, ds, outs = q_seq.unbind(0), p_seq.unbind(0), inv_norm_q.unbind(0), d_eps.unbind(0), out.unbind(0)
+    prev = outs[0]
+    prev.copy_(ps[0])
+    for i in range(1, len(ps)):
+        cos = (qs[i] * prev).sum(-1) * inv_q[i] * torch.rsqrt((prev * prev).sum(-1) + 1e-8)
         dad = cos.clamp(min=0.0)
-        w = dad / (dad + d_eps[i])
-        prev = torch.lerp(p_seq[i], prev, w.unsqueeze(-1))
-        out[i] = prev
+        w = dad / (dad + ds[i])
+        prev = torch.lerp(ps[i], prev, w.unsqueeze(-1), out=outs[i])
     return out
 
 
-def _eq2_backward_loop(grad_seq: torch.Tensor, w_col: torch.Tensor, gcoef: torch.Tensor, diff: torch.Tensor,
-                       dcos_dprev: torch.Tensor) -> torch.Tensor:
-    """The only sequential part of Eq. 2's backward: g_i = dL/dm_i (total), i = T-1 .. 0, with
-    dL/dm_{i-1} += w_i g_i + dw/dDad_i <g_i, m_{i-1} - m'_i> dcos_i/dm_{i-1}. Inputs of step i
-    (1-based i >= 2) sit at index i-1 of w_col, gcoef, diff, dcos_dprev."""
+def _eq2_backward_loop(grad_seq: torch.Tensor, w_col: torch.Tensor, diff: torch.Tensor,
+                       u: torch.Tensor) -> torch.Tensor:
+    """The only sequential part of Eq. 2's backward: the total g_i = dL/dm_i, i = T-1 .. 0,
+
+        g_{T-1} = grad_{T-1},  g_k = grad_k + w g_{k+1} + <g_{k+1}, m_k - m'_{k+1}> u,
+
+    with w, u of step k+1 (u = dw/dDad dcos/dm_k, precomputed for all steps): per step one
+    product-sum and two fused multiply-adds written straight into the result (the carry is not
+    kept apart; the rows are views taken once). Inputs of step k+1 sit at index k of w_col,
+    diff, u."""
     g_all = torch.empty_like(grad_seq)
-    carry = torch.zeros_like(grad_seq[0])
-    for i in range(grad_seq.shape[0] - 1, 0, -1):
-        g = grad_seq[i] + carry
-        g_all[i] = g
-        k = i - 1
-        gc = (g * diff[k]).sum(-1) * gcoef[k]
-        carry = w_col[k] * g + gc.unsqueeze(-1) * dcos_dprev[k]
-    g_all[0] = grad_seq[0] + carry
+    grads, ws, diffs, us, gs = grad_seq.unbind(0), w_col.unbind(0), diff.unbind(0), u.unbind(0), g_all.unbind(0)
+    last = len(grads) - 1
+    g = gs[last]
+    g.copy_(grads[last])
+    for k in range(last - 1, -1, -1):
+        s = (g * diffs[k]).sum(-1, keepdim=True)
+        gk = torch.addcmul(grads[k], ws[k], g, out=gs[k])
+        g = gk.addcmul_(s, us[k])
     return g_all
 
 
@@ -173,25 +180,30 @@ class _Eq2Recursion(torch.autograd.Function):
         d_eps = dmax.transpose(0, 1)[1:] + EPS
         norm_q = torch.sqrt(torch.linalg.vecdot(q, q) + EPS)
         norm_m = torch.sqrt(torch.linalg.vecdot(prev, prev) + EPS)
-        cos = torch.linalg.vecdot(q, prev) / (norm_q * norm_m)
+        inv_qm = 1.0 / (norm_q * norm_m)
+        cos = torch.linalg.vecdot(q, prev) * inv_qm
         dad = cos.clamp(min=0)
         den = dad + d_eps
         w = dad / den
         dw_ddad = torch.where(cos > 0, d_eps / den ** 2, torch.zeros_like(cos))
         diff = prev - cur  # dm_i/dw
-        inv_qm = (1.0 / (norm_q * norm_m)).unsqueeze(-1)
-        dcos_dprev = q * inv_qm - (cos / norm_m ** 2).unsqueeze(-1) * prev
-        dcos_dq = prev * inv_qm - (cos / norm_q ** 2).unsqueeze(-1) * q
-        w_col = w.unsqueeze(-1)
-        g_all = _loop("backward")(grad_seq, w_col.contiguous(), dw_ddad.contiguous(), diff.contiguous(),
-                                  dcos_dprev.contiguous())
+        # dcos/dm_{i-1} = q / (|q||m|) - cos m_{i-1} / |m|^2 and dcos/dq = m_{i-1} / (|q||m|) - cos q / |q|^2
+        # are never formed: each is only ever scaled by a per-row factor, which goes into the
+        # coefficients of q and m_{i-1} instead (two passes over [T-1, B, C] each, not four).
+        u = torch.mul(q, (dw_ddad * inv_qm).unsqueeze(-1))  # the carry's rank-one part dw/dDad dcos/dm_{i-1}
+        u.addcmul_(prev, (dw_ddad * cos / norm_m ** 2).unsqueeze(-1), value=-1.0)
+        w_col = w.unsqueeze(-1).contiguous()
+        g_all = _loop("backward")(grad_seq, w_col, diff, u)
         g = g_all[1:]
         gw = torch.linalg.vecdot(g, diff)  # dL/dw_i
         grad_p = torch.empty_like(p_seq)
         grad_p[0] = g_all[0]
-        grad_p[1:] = (1 - w_col) * g
-        grad_q = torch.zeros_like(q_seq)
-        grad_q[1:] = (gw * dw_ddad).unsqueeze(-1) * dcos_dq
+        torch.mul(g, 1 - w_col, out=grad_p[1:])
+        grad_q = torch.empty_like(q_seq)
+        grad_q[0].zero_()
+        gq = gw * dw_ddad  # dL/dcos_i
+        torch.mul(prev, (gq * inv_qm).unsqueeze(-1), out=grad_q[1:])
+        grad_q[1:].addcmul_(q, (gq * cos / norm_q ** 2).unsqueeze(-1), value=-1.0)
         grad_d = torch.zeros_like(dmax)
         grad_d[:, 1:] = (-gw * dad / den ** 2).transpose(0, 1)
         return grad_q.transpose(0, 1), grad_p.transpose(0, 1), grad_d
