@@ -125,6 +125,20 @@ def test_params_validation_names_the_bad_value(project, finetune, message):
         load_params()
 
 
+def test_params_yaml_enables_the_official_recipes_for_the_paper_models_only():
+    p = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    for name in p.raw["models"]:
+        ft = p.raw["models"][name].get("training", {}).get("finetune")
+        if not name.endswith("-pub"):
+            assert ft is None or ft.get("enabled", True) is False, name   # built-in run: no extra phase
+    on = {n: p.raw["models"][n]["training"]["finetune"] for n in ("pconv-pub", "rfr-pub", "ctsdg-pub")}
+    assert all(ft["lr"] == 5e-5 for ft in on.values())
+    assert on["pconv-pub"]["freeze_bn"] == "encoder" and on["pconv-pub"].get("reset_optimizer", False) is False
+    assert on["rfr-pub"]["freeze_bn"] == "all" and on["rfr-pub"]["reset_optimizer"] is True
+    assert on["rfr-pub"]["fraction"] == pytest.approx(0.3)        # CelebA 350k + 150k (rfr-pub trains on CelebA)
+    assert on["ctsdg-pub"]["freeze_bn"] == "all" and on["ctsdg-pub"]["reset_optimizer"] is True
+
+
 # ---- which batch norms ----------------------------------------------------------------------
 def test_each_model_names_its_encoder_and_all_skips_the_discriminator():
     pconv = registry.build("pconv_unet", {"base": 8, "depth": 4}, {}, NO_BACKBONE)
