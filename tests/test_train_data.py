@@ -39,7 +39,7 @@ def photos(project):
     return manifest, [manifest.parent / r["path"] for r in rows]
 
 
-@pytest.mark.parametrize("workers,ring", [(0, None), (2, True), (2, False)])
+@pytest.mark.parametrize("workers,ring", [(0, None), (0, False), (2, True), (2, False)])
 def test_pipeline_gives_the_reference_batches(photos, workers, ring):
     manifest, files = photos
     store = data.train_images(manifest, 32)

@@ -262,8 +262,8 @@ class Loader:
     """Iterates (uint8 images, uint8 masks) of the steps ``start .. stop-1`` in order, built by a
     ``DataLoader`` (``batch_size=None``: one item is one step's batch).
 
-    With a ring (workers, no pinned memory: CPU training), a batch's tensors are views of the
-    ring: valid until the next-but-one batch is taken; the trainer converts each batch at once
+    With a ring (no pinned memory: CPU training), a batch's tensors are views of the ring:
+    valid until the next-but-one batch is taken; the trainer converts each batch at once
     (`to_device`), a caller that keeps one longer clones it."""
 
     def __init__(self, batches: StepBatches, loader: torch.utils.data.DataLoader, ring: _RingSteps | None = None):
@@ -286,15 +286,17 @@ class Loader:
 def make_loader(batches: StepBatches, start: int, stop: int, num_workers: int, pin_memory: bool,
                 prefetch_factor: int = 4, ring: bool | None = None) -> Loader:
     """Steps ``start .. stop-1`` in order; worker processes when ``num_workers > 0``. `ring`
-    (default: without pinned memory) passes the workers' batches through `_RingSteps`; with
-    pinned memory each batch is its own shared segment, which the loader's pinning thread copies
-    into pinned memory (the copy to the device may then still be reading it steps later)."""
+    (default: without pinned memory) builds the batches into `_RingSteps` slots (2 slots
+    in-process: a fresh buffer per batch costs its page faults, on this VM more than building
+    the images' part of it); with pinned memory each batch is its own buffer (a shared segment
+    in a worker), which the loader's pinning thread copies into pinned memory (the copy to the
+    device may still be reading it steps later, so it cannot be a reused slot)."""
     kwargs, dataset = {}, None
     if num_workers > 0:
         kwargs = {"prefetch_factor": prefetch_factor,
                   "multiprocessing_context": "fork" if "fork" in get_all_start_methods() else "spawn"}
-        if ring if ring is not None else not pin_memory:
-            dataset = _RingSteps(batches, prefetch_factor * num_workers + 2)
+    if ring if ring is not None else not pin_memory:  # in-process too: 2 slots reused, no fresh pages per batch
+        dataset = _RingSteps(batches, prefetch_factor * num_workers + 2 if num_workers > 0 else 2)
     loader = torch.utils.data.DataLoader(dataset or _PackedSteps(batches), batch_size=None, sampler=range(start, stop),
                                          num_workers=num_workers, pin_memory=pin_memory, **kwargs)
     return Loader(batches, loader, dataset)
