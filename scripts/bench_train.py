@@ -102,7 +102,7 @@ def pipeline_only(ns) -> int:
     a sample, load-robust-ish) and with each `--workers` count, `--repeats` times; medians."""
     store = random_store(256, ns.pipeline_size)
     print("command:", shlex.join(["python", *sys.argv]))
-    load = os.getloadavg()
+    load = start_load = os.getloadavg()
     print(f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} cores")
     rows = []
     for workers in sorted({0, *ns.pipeline_workers}):
@@ -121,7 +121,8 @@ def pipeline_only(ns) -> int:
         ns.json.parent.mkdir(parents=True, exist_ok=True)
         ns.json.write_text(json.dumps({"command": shlex.join(["python", *sys.argv]), "device": device_name("cpu"),
                                        "torch": torch.__version__, "cores": os.cpu_count(),
-                                       "load_average": [round(v, 2) for v in load], "pipeline": True, "rows": rows},
+                                       "load_average_start": [round(v, 2) for v in start_load],
+                                       "load_average_end": [round(v, 2) for v in load], "pipeline": True, "rows": rows},
                                       indent=1) + "\n")
         print("wrote", ns.json)
     return 0
