@@ -154,11 +154,11 @@ class StepBatches(torch.utils.data.Dataset):
     The draws and their order are those of the original ``sample_batch``: indices, flips, then
     the masks, all from ``default_rng(derive_seed(seed, "batch", step))``.
 
-    :meth:`packed` builds the same batch into one flat uint8 buffer (images, then masks), which
-    a worker allocates in shared memory: the batch crosses to the main process as one shared
-    segment, written once, with one file descriptor (three tensors, each copied into its own
-    segment after it was built, were most of a worker's time per batch); :meth:`unpack` views
-    it as the pair again.
+    :meth:`pack_into` builds the same batch into one flat uint8 buffer (images, then masks): a
+    ring slot (`_RingSteps`) or, :meth:`packed`, a new buffer (in shared memory in a worker: one
+    segment written once, not three tensors each copied into a segment of its own and sent with
+    its own file descriptor, which cost the main process ~3x the CPU per batch here);
+    :meth:`unpack` views it as the pair again.
     """
 
     def __init__(self, images: np.ndarray, seed: int, batch_size: int, ratio_range, masks: np.ndarray | None = None):
