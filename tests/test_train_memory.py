@@ -1,7 +1,7 @@
 """Training jobs' memory claims (train/memory.py): published models from measurements, scaled
 with batch and pixels; built-in models small; an explicit training.mem_mb wins."""
-from conftest import tiny_params
-from inpaintbench.config import Params
+from conftest import ROOT, tiny_params
+from inpaintbench.config import Params, load_params
 from inpaintbench.train import memory
 
 
@@ -15,20 +15,46 @@ def _params(model_spec: dict, size: int, batch: int, mem_mb=None) -> Params:
     return Params(raw)
 
 
+def _est(size: int, batch: int, **kw) -> int:
+    return memory.estimate_train_mem_mb(_params({"arch": "pconv_unet"}, size, batch, **kw), "tiny", "m")
+
+
 def test_estimates_scale_with_batch_and_pixels_and_can_be_overridden(monkeypatch):
-    monkeypatch.setattr(memory, "MEASURED", {"m": (128, 1000.0, None)})
-    one = memory.estimate_train_mem_mb(_params({"arch": "pconv_unet"}, 128, 1), "tiny", "m")
-    assert one == int(memory.MARGIN * 1000)
-    assert memory.estimate_train_mem_mb(_params({"arch": "pconv_unet"}, 128, 8), "tiny", "m") == int(memory.MARGIN * 8000)
-    assert memory.estimate_train_mem_mb(_params({"arch": "pconv_unet"}, 256, 1), "tiny", "m") == int(memory.MARGIN * 4000)
-    monkeypatch.setattr(memory, "MEASURED", {"m": (128, 1000.0, 1400.0)})  # two points: the line through them
-    assert memory.estimate_train_mem_mb(_params({"arch": "pconv_unet"}, 128, 4), "tiny", "m") == int(memory.MARGIN * 2200)
+    monkeypatch.setattr(memory, "MEASURED", {"m": {128: {1: 1000.0}}})
+    assert _est(128, 1) == int(memory.MARGIN * 1000)
+    assert _est(128, 8) == int(memory.MARGIN * 8000)  # one point: proportional to the batch (upper bound)
+    assert _est(256, 1) == int(memory.MARGIN * 4000)  # and to the pixels
+    assert _est(64, 1) == int(memory.MARGIN * 1000)  # never scaled below the measured peak
+    monkeypatch.setattr(memory, "MEASURED", {"m": {128: {1: 1000.0, 2: 1400.0}}})  # two points: the line
+    assert _est(128, 4) == int(memory.MARGIN * 2200)
+    assert _est(128, 2) == int(memory.MARGIN * 1400)  # a measured batch: its peak
     small = _params({"arch": "pconv_unet", "args": {"base": 8}, "paper_args": {"base": 64}}, 128, 8)
     assert memory.estimate_train_mem_mb(small, "tiny", "m") == memory.SMALL_MB
-    assert memory.estimate_train_mem_mb(_params({"arch": "pconv_unet"}, 128, 8, mem_mb=777), "tiny", "m") == 777
+    assert _est(128, 8, mem_mb=777) == 777
+
+
+def test_the_line_uses_the_two_largest_batches_and_scales_only_activations_down(monkeypatch):
+    monkeypatch.setattr(memory, "MEASURED", {"m": {128: {1: 1000.0, 2: 1400.0, 4: 2400.0}}})
+    assert _est(128, 8) == int(memory.MARGIN * (400 + 500 * 8))  # through batch 2 and 4: 500 MB per image
+    # at a quarter of the pixels the fixed 400 MB stays, the per-image part shrinks
+    assert _est(64, 8) == int(memory.MARGIN * (400 + 500 * 8 / 4))
+    # at four times the pixels both are scaled (conservative)
+    assert _est(256, 2) == int(memory.MARGIN * (400 * 4 + 500 * 2 * 4))
+    # a measurement at the job's own size is preferred over another size's
+    monkeypatch.setattr(memory, "MEASURED", {"m": {128: {2: 1000.0, 4: 1600.0}, 256: {2: 3000.0, 4: 5000.0}}})
+    assert _est(256, 8) == int(memory.MARGIN * (1000 + 1000 * 8))
+    assert _est(128, 8) == int(memory.MARGIN * (400 + 300 * 8))
 
 
 def test_unmeasured_published_model_gets_the_costliest_rate(monkeypatch):
-    monkeypatch.setattr(memory, "MEASURED", {"a": (128, 1000.0, None), "b": (256, 2000.0, None)})
-    est = memory.estimate_train_mem_mb(_params({"arch": "pconv_unet"}, 128, 2), "tiny", "m")
-    assert est == int(memory.MARGIN * 1000 / 128 ** 2 * 2 * 128 ** 2)
+    monkeypatch.setattr(memory, "MEASURED", {"a": {128: {1: 1000.0}}, "b": {256: {1: 2000.0}}})
+    assert _est(128, 2) == int(memory.MARGIN * 1000 / 128 ** 2 * 2 * 128 ** 2)
+
+
+def test_every_published_model_the_papers_suite_trains_was_measured():
+    params = load_params(ROOT / "params.yaml")
+    trained = {m for e in params.active_experiments("papers") for m in params.experiment(e)["models"]
+               if m.endswith("-pub") and params.is_learned(m)}
+    assert trained - set(memory.MEASURED) == set()
+    for model, sizes in memory.MEASURED.items():
+        assert sizes and all(points and all(v > 0 for v in points.values()) for points in sizes.values()), model
