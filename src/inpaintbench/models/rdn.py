@@ -23,9 +23,10 @@ Loss: the L1 loss the paper trains with (Sec. 4.1 / 5.1), mean |I_out - I_gt| ov
 
 Sizes: the paper's final RDN is D = 16, C = 8, G = 64, G0 = 64 (the "RDN_D16C8G64" setting of
 the authors' released models; Sec. 5 studies D20C6G32 too): 21,976,259 parameters here (the SR
-model's ≈ 22 M less its up-sampler, with 4 input channels and no scale). Small default for the
-built-in 64×64 run: D = 2, C = 3, G = 8, G0 = 16 (17,923 parameters): every layer runs at full
-resolution, so the block count sets the CPU cost.
+model's ≈ 22 M less its up-sampler, with 4 input channels and no scale). Small class default:
+D = 2, C = 3, G = 8, G0 = 16 (17,923 parameters); the built-in 64×64 run (params.yaml `rdn`) uses
+D = 2, C = 2, G = 8, G0 = 8 (5,707 parameters, half the CPU step): every layer runs at full
+resolution, so the layer count sets the CPU cost.
 """
 from __future__ import annotations
 
