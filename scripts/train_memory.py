@@ -4,16 +4,17 @@ experiment's size, and print the process's peak RSS (CPU) or CUDA max allocated 
 
     uv run python scripts/train_memory.py sahn-pub --experiment sahn-paper --batch 1 2 --steps 1
     uv run python scripts/train_memory.py --all --batch 1 2      # every *-pub model of the papers' suite
-    uv run python scripts/train_memory.py spl-pub --experiment sahn-paper --batch 1 2 --max-rss-mb 7000
+    uv run python scripts/train_memory.py spl-pub --experiment sahn-paper --batch 1 2 --max-rss-mb 6800
+    uv run python scripts/train_memory.py --disk         # checkpoint and data sizes of the papers' suite
 
 Each measurement (model, batch) runs in a fresh subprocess (peak RSS is per process);
 ``--max-rss-mb`` kills a measurement whose resident memory passes the limit and reports it as
 exceeded (for a shared machine). Before the measured steps the optimisers are warmed: every
-parameter gets a zero gradient and each optimiser takes one step (Adam with zero gradients leaves
-the weights unchanged), so the first measured step already holds what every later step of a real
+parameter gets a zero gradient and each optimiser takes one step (Adam with zero gradients and no
+weight decay leaves the weights unchanged; the memory does not depend on them anyway), so the first measured step already holds what every later step of a real
 job holds: Adam's two state tensors per parameter and the gradients kept from the previous step
 (`train_step` frees them only after the next forward pass). Without the warm-up (``--cold``, how
-the peaks before 2026-12-02 05:00 UTC were measured) a one-step measurement misses them.
+the README's peaks marked "cold" were measured) a one-step measurement misses them.
 
 Offline, the papers' weights are missing: the perceptual backbone is the VGG16-shaped random
 network at width 1.0 (the same shapes, hence the same memory, as ImageNet VGG16) and the teacher

@@ -58,3 +58,27 @@ def test_every_published_model_the_papers_suite_trains_was_measured():
     assert trained - set(memory.MEASURED) == set()
     for model, sizes in memory.MEASURED.items():
         assert sizes and all(points and all(v > 0 for v in points.values()) for points in sizes.values()), model
+
+
+def test_a_flat_small_size_line_takes_the_larger_sizes_per_image_cost(monkeypatch):
+    # at 128 px batch 2 -> 4 adds 40 MB (the optimiser step's peak); 256 px adds 400 MB per image
+    monkeypatch.setattr(memory, "MEASURED", {"m": {128: {2: 1500.0, 4: 1580.0}, 256: {2: 2200.0, 4: 3000.0}}})
+    assert _est(128, 8) == int(memory.MARGIN * (1420 + 400 / 4 * 8))
+    assert _est(256, 8) == int(memory.MARGIN * (1400 + 400 * 8))  # the larger size's own line
+
+
+def test_the_measuring_scripts_optimiser_warm_up_allocates_adam_state_and_changes_no_weight():
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("train_memory_script", ROOT / "scripts" / "train_memory.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 2, 1))
+    before = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    script.warm_optimizer(opt)
+    assert all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
+    assert all(opt.state[p]["exp_avg_sq"].shape == p.shape and p.grad is not None for p in net.parameters())
