@@ -171,7 +171,7 @@ def test_released_mmagic_deepfill(hub):
 def test_released_ctsdg_checkpoint_layout(hub):
     """CTSDG's official checkpoint is {'generator', 'discriminator', 'n_iter'}; models/ctsdg.py keeps
     the official key names, so its generator state loads as it is (checked here on the layout;
-    the equivalence with the official outputs is helper H2's check)."""
+    the equivalence with the official outputs: test_official_equivalence.py::test_ctsdg_matches_official_generator)."""
     from inpaintbench.models import registry
     from inpaintbench.models.base import BuildContext
 

@@ -50,8 +50,9 @@ parameters, discriminator 5,531,729 — exactly the official Generator() / Discr
 official state dicts key for key, under `generator.` / `discriminator.` (the official checkpoint
 is {"generator": ..., "discriminator": ...}); the official branches also register `conv1` as
 `features`, so its discriminator state carries duplicate `features.*` keys to drop. With the
-official weights loaded, `generator(...)` reproduces the official Generator's outputs (checked
-in a scratch copy of the official code: max difference 1.3e-5 in train mode at 256 px).
+official weights loaded, `generator(...)` reproduces the official Generator's outputs
+(tests/test_official_equivalence.py: seeded weights in the official layout through the released
+converter, Xiefan-Guo/CTSDG@def0274, eval mode, 128 px: max difference 3.1e-6).
 Small default for the built-in 64×64 run: `base` 4, `depth` 4, `disc_base` 4, `edge_mid` 4
 (generator 39,313 + discriminator 23,285 parameters); sizes must be multiples of 2**depth.
 """
