@@ -4,6 +4,8 @@ For every table of an experiment, the jobs behind it are the training jobs of it
 methods on the table's training dataset; each runs ``epochs * steps_per_epoch`` steps at the
 experiment's size and batch (params ``training``). Per job:
 
+GPU-hours and peak memory come from separate sources:
+
 * **measured** where a CUDA benchmark file exists (``benchmarks/train-cuda.json``, written by
   ``scripts/bench_train.py --all-pub --json benchmarks/train-cuda.json`` on a GPU machine): step
   ms with the input pipeline attached, in the trainer's precision (bf16 when ``training.amp``
@@ -17,6 +19,13 @@ experiment's size and batch (params ``training``). Per job:
   size and scaled by the pixel ratio (convolutional costs grow with the pixel count). FLOPs
   count matmuls and convolutions only (grid sampling, FFTs and element-wise work are not), so
   the estimate is a lower bound on work; it is labelled as an estimate wherever it is shown.
+
+Peak memory per job, in this order: CUDA max allocated from the CUDA benchmark file; else the
+peak CPU RSS of ``train/memory.py`` (``MEASURED``, written by ``scripts/train_memory.py``):
+measured at the job's size and batch, or extrapolated linearly to the job's batch by
+``memory.peak_mb`` (the figure the training job's ``mem_mb`` claim is built on, without its
+margin), labelled "CPU RSS, measured at batch b / extrapolated to B"; else, only where nothing is
+measured, the FLOP-count estimate above. GPU-hours stay the FLOP estimate without a CUDA file.
 
 Teacher training and evaluation are not included (a small fraction of a paper-scale job).
 """
@@ -164,6 +173,28 @@ def _cuda_row(bench: dict | None, model: str, size: int, batch: int, mode: str) 
     return next((r for r in rows if r.get("mode") == mode), None) or next((r for r in rows if r.get("mode") == "fp32"), None)
 
 
+def measured_memory(model: str, size: int, batch: int) -> tuple[float, str] | None:
+    """(peak GB, label) of one training job from train/memory.py's measured CPU peak RSS
+    (MB = MiB: VmRSS / ru_maxrss in KiB over 1024), measured at (size, batch) or extrapolated to
+    the job's batch; None where the model was not measured."""
+    from ..train import memory
+
+    if model not in memory.MEASURED:
+        return None
+    ref, points = memory._points(model, size)
+    mb = memory.peak_mb(model, size, batch)
+    if ref == size and batch in points:
+        label = f"CPU RSS, measured at batch {batch} ({size} px)"
+    else:
+        at = "/".join(str(b) for b in sorted(points))
+        sizes = "" if ref == size else f", scaled to {size} px"
+        fixed = sorted(s for s, p in memory.MEASURED[model].items() if s != ref and len(p) >= 2)
+        if len(points) == 1 and ref == size and fixed:  # memory.peak_mb: fixed part from another size's line
+            sizes += f", fixed part from the {'/'.join(map(str, fixed))} px line"
+        label = f"CPU RSS, measured at batch {at} ({ref} px) / extrapolated to {batch}{sizes}"
+    return mb / 1024, label
+
+
 def job_cost(params, experiment: str, model: str, cuda: dict | None, flops: dict | None) -> dict:
     cfg = params.training(model, experiment)
     size = int(params.experiment(experiment)["size"])
@@ -175,16 +206,20 @@ def job_cost(params, experiment: str, model: str, cuda: dict | None, flops: dict
     row = {"model": model, "steps": steps, "batch": batch, "size": size}
     r = _cuda_row(cuda, model, size, batch, mode)
     if r:
-        return {**row, "source": f"measured ({r.get('device_name', 'CUDA')}, {r['mode']})",
-                "gpu_hours": steps * r["step_with_pipeline_ms"] / 3.6e6, "peak_gb": r["peak_mb"] / 1024, "estimate": False}
+        where = f"measured ({r.get('device_name', 'CUDA')}, {r['mode']})"
+        return {**row, "source": where, "gpu_hours": steps * r["step_with_pipeline_ms"] / 3.6e6,
+                "peak_gb": r["peak_mb"] / 1024, "memory_source": f"CUDA max allocated, {where}", "estimate": False}
+    rss = measured_memory(model, size, batch)
+    mem = {"peak_gb": rss[0], "memory_source": rss[1]} if rss else {}
     f = next((x for x in (flops or {}).get("rows", []) if x["model"] == model and x["size"] == size), None)
     if f:
         seconds = steps * batch * f["flops_per_sample"] / (ASSUMED_TFLOPS * 1e12)
         peak = f["state_bytes"] + batch * f["saved_bytes_per_sample"]
+        flop_mem = {"peak_gb": peak / 2**30, "memory_source": "estimate (parameter state + saved activations)"}
         return {**row, "source": f"estimate (CPU-counted FLOPs at {ASSUMED_TFLOPS:g} TFLOP/s)", "gpu_hours": seconds / 3600,
-                "peak_gb": peak / 2**30, "estimate": True, "tflops_per_step": batch * f["flops_per_sample"] / 1e12}
+                **(mem or flop_mem), "estimate": True, "tflops_per_step": batch * f["flops_per_sample"] / 1e12}
     return {**row, "source": "not measured (scripts/bench_train.py --flops)", "gpu_hours": None, "peak_gb": None,
-            "estimate": True}
+            "memory_source": "not measured (scripts/train_memory.py)", **mem, "estimate": True}
 
 
 def table_costs(params, experiment: str, cuda_file: Path = CUDA_FILE, flops_file: Path = FLOPS_FILE) -> list[dict]:
@@ -200,9 +235,13 @@ def table_costs(params, experiment: str, cuda_file: Path = CUDA_FILE, flops_file
         jobs = [{**job_cost(params, experiment, m, cuda, flops), "train": t} for t in trains for m in models]
         hours = [j["gpu_hours"] for j in jobs]
         known = [j["peak_gb"] for j in jobs if j["peak_gb"] is not None]
+        largest = max((j for j in jobs if j["peak_gb"] is not None), key=lambda j: j["peak_gb"], default=None)
+        complete = largest is not None and len(known) == len(jobs)
         out.append({"table": spec["name"], "paper": spec.get("paper", ""), "paper_table": str(spec.get("table", "")),
                     "jobs": jobs, "gpu_hours": None if None in hours else float(sum(hours)),
-                    "peak_gb_per_job": max(known) if known and len(known) == len(jobs) else None,
+                    "peak_gb_per_job": largest["peak_gb"] if complete else None,
+                    "peak_job": f"{largest['train']}/{largest['model']}" if complete else None,
+                    "peak_source": largest["memory_source"] if complete else None,
                     "estimate": any(j["estimate"] for j in jobs)})
     return out
 
@@ -211,16 +250,24 @@ def _fmt(v: float, digits: int = 1) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.{digits}f}"
 
 
+def _peak_basis(c: dict) -> str:
+    """Where the table's peak memory figure comes from: the largest job and its source."""
+    return f"{c['peak_job']}: {c['peak_source']}" if c.get("peak_job") else "-"
+
+
 def cost_markdown(costs: list[dict]) -> str:
     """The cost table (one row per paper table, then one per job)."""
     if not costs:
         return ""
-    lines = ["| table | jobs | GPU-hours (all jobs) | peak memory per job (GB) | basis |", "|---|---|---|---|---|"]
+    lines = ["| table | jobs | GPU-hours (all jobs) | peak memory per job (GB) | GPU-hours basis | peak memory basis |",
+             "|---|---|---|---|---|---|"]
     for c in costs:
         basis = "; ".join(sorted({j["source"] for j in c["jobs"]})) or "-"
         lines.append(f"| {c['paper']} {c['paper_table']} ({c['table']}) | {len(c['jobs'])} | {_fmt(c['gpu_hours'], 2)}"
-                     f"{' (estimate)' if c['estimate'] else ''} | {_fmt(c['peak_gb_per_job'], 2)} | {basis} |")
-    lines += ["", "| job | steps x batch @ px | GPU-hours | peak GB | basis |", "|---|---|---|---|---|"]
+                     f"{' (estimate)' if c['estimate'] else ''} | {_fmt(c['peak_gb_per_job'], 2)} | {basis} | "
+                     f"{_peak_basis(c)} |")
+    lines += ["", "| job | steps x batch @ px | GPU-hours | peak GB | GPU-hours basis | peak memory basis |",
+              "|---|---|---|---|---|---|"]
     seen = set()
     for c in costs:
         for j in c["jobs"]:
@@ -229,7 +276,7 @@ def cost_markdown(costs: list[dict]) -> str:
                 continue
             seen.add(key)
             lines.append(f"| {j['train']}/{j['model']} | {j['steps']:,} x {j['batch']} @ {j['size']} | {_fmt(j['gpu_hours'], 2)} | "
-                         f"{_fmt(j['peak_gb'], 2)} | {j['source']} |")
+                         f"{_fmt(j['peak_gb'], 2)} | {j['source']} | {j.get('memory_source', '-')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -241,9 +288,13 @@ def cost_html(costs: list[dict] | None) -> str:
     rows = "".join(
         f"<tr><td>{escape(c['paper'])} {escape(c['paper_table'])} ({escape(c['table'])})</td><td>{len(c['jobs'])}</td>"
         f"<td>{_fmt(c['gpu_hours'], 2)}{' (estimate)' if c['estimate'] else ''}</td><td>{_fmt(c['peak_gb_per_job'], 2)}</td>"
-        f"<td>{escape('; '.join(sorted({j['source'] for j in c['jobs']})) or '-')}</td></tr>" for c in costs)
+        f"<td>{escape('; '.join(sorted({j['source'] for j in c['jobs']})) or '-')}</td>"
+        f"<td>{escape(_peak_basis(c))}</td></tr>" for c in costs)
     return ("<h2>Training cost per table</h2><p>GPU-hours of the training jobs behind each table (steps from params) and "
-            "the largest peak memory of one job; measured on CUDA where benchmarks/train-cuda.json has the job, else "
-            f"estimated from FLOPs counted on the CPU at an assumed {ASSUMED_TFLOPS:g} TFLOP/s (report/cost.py).</p>"
-            "<table><tr><th>table</th><th>jobs</th><th>GPU-hours</th><th>peak GB per job</th><th>basis</th></tr>"
-            f"{rows}</table>")
+            "the largest peak memory of one job. GPU-hours: measured on CUDA where benchmarks/train-cuda.json has the job, "
+            f"else estimated from FLOPs counted on the CPU at an assumed {ASSUMED_TFLOPS:g} TFLOP/s. Peak memory: CUDA max "
+            "allocated from that file, else the peak CPU RSS measured by scripts/train_memory.py (train/memory.py) at the "
+            "job's batch or extrapolated linearly to it, else (nothing measured) estimated from parameter state and saved "
+            "activations (report/cost.py).</p>"
+            "<table><tr><th>table</th><th>jobs</th><th>GPU-hours</th><th>peak GB per job</th><th>GPU-hours basis</th>"
+            f"<th>peak memory basis</th></tr>{rows}</table>")
