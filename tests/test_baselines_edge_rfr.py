@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from skimage import data
 from skimage.feature import canny
 
 from inpaintbench.errors import InpaintBenchError
@@ -18,31 +16,10 @@ from inpaintbench.models.layers.kca import KnowledgeConsistentAttention
 from inpaintbench.models.rfr import RFRNet
 from inpaintbench.train.trainer import train_step
 
-NO_BACKBONE = BuildContext(perceptual={"backbone": "none"})
+from model_batches import NO_BACKBONE, box_mask, one_thread, photo_batch  # noqa: F401 (autouse fixture)
+
+# full-width random VGG16 (model_batches.RANDOM_VGG is the 0.25-width one)
 RANDOM_VGG = BuildContext(perceptual={"backbone": "random-vgg16"})
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
-def photo_batch(size: int = 32, n: int = 2) -> torch.Tensor:
-    """n real-photo crops (astronaut, chelsea) resized to size×size, N3HW in [0, 1]."""
-    crops = [data.astronaut()[30:330, 100:400], data.chelsea()[0:300, 100:400]]
-    t = torch.stack([torch.from_numpy(c.astype(np.float32) / 255).permute(2, 0, 1) for c in crops])
-    t = F.interpolate(t, size=(size, size), mode="area")
-    return t[torch.arange(n) % 2]
-
-
-def box_mask(size: int = 32, n: int = 2) -> torch.Tensor:
-    m = torch.zeros(n, 1, size, size)
-    m[:, :, size // 4: size // 4 + size // 2, size // 4: size // 2 + size // 4] = 1  # 1 = hole
-    return m
 
 
 def train_steps(model, image, mask, steps, lr=1e-3, d_lr=1e-4):

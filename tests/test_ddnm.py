@@ -10,18 +10,7 @@ from inpaintbench.models.base import BuildContext
 from inpaintbench.models.ddnm import PAPER_ARGS, RELEASED_PRIORS, build_unet, null_space_step, resolve_args
 from inpaintbench.train.trainer import make_optimizer, train_step
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
-def _batch(n, size, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    image = torch.rand(n, 3, size, size, generator=gen)
-    mask = torch.zeros(n, 1, size, size)
-    mask[..., size // 4: size // 2 + size // 8, size // 8: size // 2] = 1.0
-    return image, mask
+from model_batches import one_thread_unseeded, rand_box_batch  # noqa: F401 (autouse fixture)
 
 
 def _model(size=32, **args):
@@ -45,7 +34,7 @@ def test_null_space_step_by_hand():
 
 def test_sampler_step_equals_hand_computation_and_keeps_known_pixels():
     model = _model(eta=0.0)
-    image, mask = _batch(2, 32)
+    image, mask = rand_box_batch(2, 32)
     record = []
     x0 = model.sample(image, mask, record=record)
     assert len(record) == 4 and [r["t"] for r in record] == sorted((r["t"] for r in record), reverse=True)
@@ -73,7 +62,7 @@ def test_sampler_step_equals_hand_computation_and_keeps_known_pixels():
 
 def test_stochastic_sampler_keeps_known_pixels_and_fills_holes():
     model = _model(eta=0.85)
-    image, mask = _batch(2, 32, seed=3)
+    image, mask = rand_box_batch(2, 32, seed=3)
     x0 = model.sample(image, mask)
     assert torch.equal(x0 * (1 - mask), (image * 2 - 1) * (1 - mask))
     assert (x0 * mask).abs().sum() > 0 and torch.isfinite(x0).all()
@@ -82,7 +71,7 @@ def test_stochastic_sampler_keeps_known_pixels_and_fills_holes():
 def test_prior_training_loss_falls():
     model = _model(16)
     opt = make_optimizer(model.generator_parameters(), {"lr": 2e-3})
-    image, mask = _batch(8, 16)
+    image, mask = rand_box_batch(8, 16)
     torch.manual_seed(1)
     losses = [train_step(model, image, mask, opt)[0].logs["eps_mse"] for _ in range(60)]
     assert sum(losses[-10:]) / 10 < 0.75 * sum(losses[:10]) / 10

@@ -22,35 +22,21 @@ from inpaintbench.models.sahn import (DEFAULT_ARGS, PAPER_ARGS, build_discrimina
 from inpaintbench.train.perceptual import build_backbone
 from inpaintbench.train.trainer import train_step
 from inpaintbench.train.teacher import (RESNET50_FILE, ResNet50Taps, TeacherCNN, build_teacher, load_teacher,
-                                        save_teacher, train_teacher)
+                                        train_teacher)
+
+from model_batches import one_thread_unseeded, rand_box_batch, save_random_teacher  # noqa: F401 (autouse fixture)
 
 VARIANTS = {"sahn": {}, "sahn-no-unet": {"unet": False}, "sahn-no-msf": {"msf": False}}
 TEACHER_WIDTHS = [8, 16, 32, 64]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture
 def teacher_ckpt(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "teacher.pt"
-    save_teacher(path, TeacherCNN(3, TEACHER_WIDTHS), ["a", "b", "c"], {"widths": TEACHER_WIDTHS})
-    return path
+    return save_random_teacher(tmp_path / "teacher.pt", TEACHER_WIDTHS)
 
 
 def _ctx(path, size=64, backbone="teacher"):
     return BuildContext(image_size=size, perceptual={"backbone": backbone}, artifacts={"teacher": str(path)})
-
-
-def _batch(n, size, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    image = torch.rand(n, 3, size, size, generator=gen)
-    mask = torch.zeros(n, 1, size, size)
-    mask[..., size // 4: size // 2 + size // 8, size // 8: size // 2] = 1.0
-    return image, mask
 
 
 # ---------------------------------------------------------------- building blocks
@@ -175,7 +161,7 @@ def test_teacher_stays_frozen_through_training(teacher_ckpt):
     assert not model.teacher.training and not any(m.training for m in model.teacher.modules())
     opt_g = torch.optim.Adam(model.generator_parameters(), 1e-2)
     opt_d = torch.optim.Adam(model.discriminator.parameters(), 1e-2)
-    image, mask = _batch(2, 32)
+    image, mask = rand_box_batch(2, 32)
     for _ in range(3):
         train_step(model, image, mask, opt_g, opt_d)
     for p in model.teacher.parameters():
@@ -273,7 +259,7 @@ def test_resnet50_taps_have_the_paper_scales():
 def test_shapes(teacher_ckpt, size):
     torch.manual_seed(0)
     model = registry.build("sahn", {}, {}, _ctx(teacher_ckpt, size, backbone="none")).eval()
-    image, mask = _batch(1, size)
+    image, mask = rand_box_batch(1, size)
     with torch.no_grad():
         pred, priors = model.generator(image * (1 - mask), mask)
         goals = model.teacher_features(image)
@@ -293,7 +279,7 @@ def test_variant_trains_with_falling_generator_loss(teacher_ckpt, name):
     assert disc_ids and not disc_ids & {id(p) for p in model.generator_parameters()}
     opt_g = torch.optim.Adam(model.generator_parameters(), 2e-3, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(model.discriminator.parameters(), 2e-3, betas=(0.0, 0.9))
-    image, mask = _batch(2, 32)
+    image, mask = rand_box_batch(2, 32)
     losses = []
     for _ in range(8):
         out, d = train_step(model, image, mask, opt_g, opt_d)
@@ -342,7 +328,7 @@ def test_composite_and_loss_weights(teacher_ckpt):
     torch.manual_seed(0)
     model = registry.build("sahn", {}, {"weights": {"adversarial": 0.0, "perceptual": 0.0, "prior": 0.0}},
                            _ctx(teacher_ckpt, 32))
-    image, mask = _batch(2, 32)
+    image, mask = rand_box_batch(2, 32)
     out = model.generator_losses(image, mask)
     assert out.total.item() == pytest.approx(float(out.logs["rec"]), rel=1e-5)
     restored = model.inpaint(image, mask)
@@ -355,7 +341,7 @@ def test_composite_and_loss_weights(teacher_ckpt):
 def test_paper_scale_generator_runs():
     torch.manual_seed(0)
     gen = build_generator(PAPER_ARGS, [64, 256, 512]).eval()  # ResNet-50 teacher channels
-    image, mask = _batch(1, 64)
+    image, mask = rand_box_batch(1, 64)
     with torch.no_grad():
         pred, priors = gen(image * (1 - mask), mask)
     assert pred.shape == image.shape

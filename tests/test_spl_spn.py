@@ -9,31 +9,17 @@ from inpaintbench.errors import InpaintBenchError
 from inpaintbench.models import registry, spl, spn
 from inpaintbench.models.base import BuildContext
 from inpaintbench.models.layers.semantic_prior import LearnableRegionNorm, RegionNorm, region_normalize
-from inpaintbench.train.teacher import TeacherCNN, save_teacher
 from inpaintbench.train.trainer import make_optimizer, train_step
+
+from model_batches import one_thread_unseeded, rand_box_batch, save_random_teacher  # noqa: F401 (autouse fixture)
 
 WIDTHS = [8, 16, 32, 64]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture
 def ctx(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "teacher.pt"
-    save_teacher(path, TeacherCNN(3, WIDTHS), ["a", "b", "c"], {"widths": WIDTHS})
+    path = save_random_teacher(tmp_path / "teacher.pt", WIDTHS)
     return BuildContext(image_size=32, artifacts={"teacher": str(path)})
-
-
-def _batch(n, size, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    image = torch.rand(n, 3, size, size, generator=gen)
-    mask = torch.zeros(n, 1, size, size)
-    mask[..., size // 4: size // 2 + size // 8, size // 8: size // 2] = 1.0
-    return image, mask
 
 
 def test_region_norm_matches_per_region_statistics():
@@ -75,7 +61,7 @@ def test_learnable_region_norm_regions_follow_the_response_map():
 def test_shapes_priors_and_prior_loss_by_hand(ctx, arch, scales):
     model = registry.build(arch, {}, {}, ctx)
     assert model.goal_scales == scales
-    image, mask = _batch(2, 32)
+    image, mask = rand_box_batch(2, 32)
     pred, priors = model.generator(image * (1 - mask), mask)
     assert pred.shape == image.shape and 0 <= float(pred.detach().min()) and float(pred.detach().max()) <= 1
     # priors in the teacher's channels at the teacher's scales (h, h/2, h/4)
@@ -99,7 +85,7 @@ def test_shapes_priors_and_prior_loss_by_hand(ctx, arch, scales):
 def test_spn_pyramid_feeds_every_decoder_scale(ctx):
     """Changing the h-scale layout L¹ changes the output (the decoder's last SPADE block reads it)."""
     model = registry.build("spn", {}, {}, ctx).eval()
-    image, mask = _batch(1, 32)
+    image, mask = rand_box_batch(1, 32)
     with torch.no_grad():
         base = model(image * (1 - mask), mask)
         model.generator.pyramid.fuse1.body[2][1].bias.add_(1.0)
@@ -114,7 +100,7 @@ def test_trains_with_falling_loss_and_frozen_teacher(ctx, arch):
     teacher_before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     opt_g = make_optimizer(model.generator_parameters(), {"lr": 2e-3, "betas": [0.0, 0.9]})
     opt_d = make_optimizer(model.discriminator.parameters(), {"lr": 2e-3, "betas": [0.0, 0.9]})
-    image, mask = _batch(4, 32)
+    image, mask = rand_box_batch(4, 32)
     first = last = None
     for i in range(12):
         out, d = train_step(model, image, mask, opt_g, opt_d)
