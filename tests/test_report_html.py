@@ -82,3 +82,32 @@ def test_plot_styles_are_distinct_for_many_methods():
 
     seen = {(str(s["color"]), s["linestyle"], s["marker"]) for s in (style_for(i) for i in range(20))}
     assert len(seen) == 20
+
+
+def test_what_was_run_states_the_fine_tune_phase(report, tmp_path, monkeypatch):
+    """A run whose run.json records a fine-tune plan (training.finetune, train/phases.py): the box,
+    the sentence under each paper table and the paper table's Markdown name the second phase."""
+    import shutil
+
+    folder, page = report
+    assert "fine-tune phase" not in page  # no plan, no row
+    work = tmp_path / "ft"
+    shutil.copytree(folder, work)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    raw = tiny_params()
+    raw["models"]["pconv"].setdefault("training", {})["finetune"] = {"fraction": 0.5, "lr": 5e-5, "freeze_bn": "encoder"}
+    write_params(work, raw)
+    for argv in (["train", "tiny", "photos", "pconv", "--no-mlflow", "--restart"], ["report", "tiny"], ["index", "tiny"]):
+        assert main(argv) == 0, argv
+    run = json.loads((paths.run_dir("tiny", "photos", "pconv") / "run.json").read_text())
+    assert run["finetune"]["describe"] == "phase 2 (fine-tune): steps 4-6 of 6, lr 5e-05, batch norm frozen: encoder"
+    page = (work / "reports" / "index.html").read_text(encoding="utf-8")
+    box = page[page.index("What was run"):page.index("<h3>tiny on photos</h3>")]
+    text = "phase 2 (fine-tune): steps 4-6 of 6, lr 5e-05, batch norm frozen: encoder; the last 50 % of steps"
+    assert f"<th>fine-tune phase</th><td>pconv: {text}</td>" in box  # the model's label (tiny params: none, so its name)
+    assert f"fine-tune phase: pconv: {text}" in page[page.index("Paper layout"):]  # the sentence under the paper table
+    md = (work / "reports" / "experiments" / "tiny" / "paper_tables" / "ccsa_table4_tiny.md").read_text(encoding="utf-8")
+    assert f"Fine-tune phase: pconv: {text}." in md
+    info = json.loads((work / "reports" / "experiments" / "tiny" / "report.json").read_text())
+    assert [f["model_name"] for f in info["what_was_run"]["finetune"]] == ["pconv"]

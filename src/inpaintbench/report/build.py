@@ -103,6 +103,7 @@ def build_experiment(params, experiment: str) -> dict:
     (out_dir / "paper_tables").mkdir(parents=True, exist_ok=True)  # a declared output, even when empty
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     full = pd.concat([summary, _efficiency_as_summary(eff, experiment)], ignore_index=True)
+    run = what_was_run(params, experiment)
     for spec in exp.get("tables", []):
         spec = dict(spec)
         name = spec.pop("name")
@@ -114,11 +115,13 @@ def build_experiment(params, experiment: str) -> dict:
         if "inference_ms" in spec.get("metrics", []):
             note = " ".join(t for t in (note, _timing_note(eff, spec.get("methods", {}))) if t)
         substitutes[name] = note
-        if note:  # every offline substitute behind this table's numbers, named beside it
-            paper_md[name] += "\n\n" + note + "\n"
+        ft = _finetune_lines(run, list(spec.get("methods", {})))
+        md_note = " ".join(t for t in (note, f"Fine-tune phase: {'; '.join(ft)}." if ft else "") if t)
+        if md_note:  # every offline substitute (and fine-tune phase) behind this table's numbers, named beside it
+            paper_md[name] += "\n\n" + md_note + "\n"
             md_file = out_dir / "paper_tables" / f"{name}.md"
             if md_file.exists():
-                write_text(md_file, md_file.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + note + "\n")
+                write_text(md_file, md_file.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + md_note + "\n")
     figures = _figures(params, experiment, exp, summary, models, labels, buckets, metrics, out_dir / "figures")
     info = {"experiment": experiment, "description": exp.get("description", ""), "datasets": datasets,
             "figures": [[str(p.relative_to(paths.REPORTS)), cap] for p, cap in figures],
@@ -127,7 +130,7 @@ def build_experiment(params, experiment: str) -> dict:
             "efficiency": eff_md,
             "fid": fid, "perceptual_backbone": _backbone_text(params.perceptual(experiment)),
             "paper_table_substitutes": substitutes, "paper_table_data": paper_data,
-            "what_was_run": what_was_run(params, experiment),
+            "what_was_run": run,
             "models": {m: _model_info(params, experiment, exp, m) for m in models},
             "cost": cost.table_costs(params, experiment)}  # GPU-hours / peak memory per table (report/cost.py)
     write_text(out_dir / "cost.md", cost.cost_markdown(info["cost"]))
@@ -333,7 +336,7 @@ def what_was_run(params, experiment: str) -> dict:
 
     exp = params.experiment(experiment)
     schedules: dict[str, list[str]] = {}
-    done = []
+    done, finetune = [], []
     for m in exp["models"]:
         if not params.is_learned(m):
             continue
@@ -349,6 +352,9 @@ def what_was_run(params, experiment: str) -> dict:
                 done.append({"model": params.model(m).get("label", m), "train": run["train"], "steps": r.get("steps"),
                              "device": r.get("device"), "seconds": r.get("train_seconds"), "finished": stamp,
                              "commit": r.get("git_commit")})
+                if r.get("finetune"):  # the run's second phase (train/phases.py, recorded in run.json)
+                    finetune.append({"model_name": m, "model": params.model(m).get("label", m), "train": run["train"],
+                                     "describe": _finetune_text(r["finetune"], r.get("steps"))})
     summary_file = paths.summary_csv(experiment)
     n_pairs = {}
     if summary_file.exists():
@@ -360,11 +366,36 @@ def what_was_run(params, experiment: str) -> dict:
     uses_teacher = any("teacher" in params.model(m).get("requires", []) for m in exp["models"])
     return {"size": exp["size"], "runs": [{"train": r["train"], "eval": r["eval"]} for r in exp["runs"]],
             "schedules": [{"setting": k, "model_names": v, "models": [params.model(m).get("label", m) for m in v]}
-                          for k, v in schedules.items()], "trained": done,
+                          for k, v in schedules.items()], "trained": done, "finetune": finetune,
             "pairs_per_bucket": n_pairs, "masks": exp.get("masks"),
             "perceptual": _backbone_text(params.perceptual(experiment)),
             "teacher": (teacher.get("kind", "trained") if uses_teacher else None),
             "commit": git_commit(), "seed": params.seed}
+
+
+def _finetune_text(plan: dict, total) -> str:
+    """A run.json fine-tune plan as the box states it: its `describe` string and the share of the
+    run it covers (e.g. "phase 2 (fine-tune): steps 4-6 of 6, lr 5e-05, batch norm frozen: encoder;
+    the last 50 % of steps")."""
+    from ..train import phases
+
+    text = plan.get("describe") or (phases.describe(plan, int(total)) if total else f"phase 2 from step {plan.get('start')}")
+    if total and plan.get("steps"):
+        text += f"; the last {100 * int(plan['steps']) / int(total):.0f} % of steps"
+    return text
+
+
+def _finetune_lines(run: dict, models: list[str] | None = None) -> list[str]:
+    """'Model: describe' per model with a fine-tune phase (the training sets named where they differ)."""
+    by: dict[tuple[str, str], list[str]] = {}
+    for f in run.get("finetune", []):
+        if not models or f.get("model_name") in models:
+            by.setdefault((f["model"], f["describe"]), []).append(f["train"])
+    texts = {}
+    for (model, text), trains in by.items():
+        texts.setdefault(model, []).append((text, trains))
+    return [f"{model}: {text}" + (f" ({', '.join(trains)})" if len(variants) > 1 else "")
+            for model, variants in texts.items() for text, trains in variants]
 
 
 def run_html(run: dict | None) -> str:
@@ -384,6 +415,8 @@ def run_html(run: dict | None) -> str:
         total = sum(float(t["seconds"] or 0) for t in run["trained"])
         rows.append(("trained", f"{len(run['trained'])} runs on {', '.join(devices)}, {total:,.0f} s in all, last finished "
                                 f"{last}" + (f", commit {', '.join(commits)}" if commits else "")))
+    for line in _finetune_lines(run):
+        rows.append(("fine-tune phase", line))
     rows.append(("perceptual loss backbone", run["perceptual"]))
     if run.get("teacher"):
         rows.append(("SAHN teacher", run["teacher"]))
@@ -400,8 +433,10 @@ def run_line(run: dict | None, models: list[str]) -> str:
     sched = [f"{s['setting']} ({', '.join(s['models'])})" for s in run["schedules"]
              if not models or set(s.get("model_names", [])) & set(models)]
     ns = sorted({n for bs in run["pairs_per_bucket"].values() for n in bs.values()})
+    ft = _finetune_lines(run, models)
     return (f"Ours: {run['size']} px; training {'; '.join(sched) if sched else 'none (classical methods)'}; "
-            f"n = {', '.join(map(str, ns))} test pairs per bucket.")
+            + (f"fine-tune phase: {'; '.join(ft)}; " if ft else "")
+            + f"n = {', '.join(map(str, ns))} test pairs per bucket.")
 
 
 def table_data_html(data: dict) -> str:
