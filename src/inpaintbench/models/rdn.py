@@ -27,6 +27,14 @@ model's ≈ 22 M less its up-sampler, with 4 input channels and no scale). Small
 D = 2, C = 3, G = 8, G0 = 16 (17,923 parameters); the built-in 64×64 run (params.yaml `rdn`) uses
 D = 2, C = 2, G = 8, G0 = 8 (5,707 parameters, half the CPU step): every layer runs at full
 resolution, so the layer count sets the CPU cost.
+
+Memory: every block's growing concatenation is kept for the backward pass, ≈ 16 x 3,400 channels
+x 128² x 4 B = 3.6 GB per 128 px image at the paper's size. ``checkpoint`` (true / false /
+"auto", default; not part of the method) keeps only each RDB's input and recomputes the block in
+the backward pass (`torch.utils.checkpoint`, non-reentrant; `layers.semantic_prior.dense_checkpoint`:
+"auto" only where a block's concatenation is large, so the built-in model keeps its speed). The
+blocks are conv + ReLU only (no batch norm, no dropout), so the recomputation is exact: outputs
+and gradients equal (tests/test_dense_checkpoint.py).
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ from torch import nn
 
 from ..errors import InpaintBenchError
 from .base import BuildContext, InpaintModel, StepOutput
+from .layers.semantic_prior import check_checkpoint_arg, dense_checkpoint
 from .registry import register
 
 
@@ -49,6 +58,7 @@ class RDB(nn.Module):
             nn.Sequential(nn.Conv2d(g0 + c * growth, growth, 3, padding=1), nn.ReLU(inplace=True))
             for c in range(layers))
         self.lff = nn.Conv2d(g0 + layers * growth, g0, 1)
+        self.concat_channels = g0 + layers * growth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = x
@@ -58,10 +68,15 @@ class RDB(nn.Module):
 
 
 class RDN(InpaintModel):
-    def __init__(self, blocks: int = 2, layers: int = 3, growth: int = 8, g0: int = 16, in_channels: int = 4):
+    def __init__(self, blocks: int = 2, layers: int = 3, growth: int = 8, g0: int = 16, in_channels: int = 4,
+                 checkpoint: bool | str = "auto"):
         super().__init__()
         if min(blocks, layers, growth, g0) < 1:
             raise InpaintBenchError("rdn: blocks, layers, growth and g0 must be >= 1; fix models.<name>.args")
+        try:
+            self.checkpoint = check_checkpoint_arg(checkpoint, "rdn")
+        except ValueError as e:
+            raise InpaintBenchError(f"{e}; fix models.<name>.args") from None
         self.sfe1 = nn.Conv2d(in_channels, g0, 3, padding=1)          # Eq. 1
         self.sfe2 = nn.Conv2d(g0, g0, 3, padding=1)                   # Eq. 2
         self.rdbs = nn.ModuleList(RDB(g0, growth, layers) for _ in range(blocks))
@@ -73,7 +88,7 @@ class RDN(InpaintModel):
         x = self.sfe2(f_m1)
         local = []
         for rdb in self.rdbs:
-            x = rdb(x)
+            x = dense_checkpoint(rdb, x, self.checkpoint, rdb.concat_channels)
             local.append(x)
         x = self.gff(torch.cat(local, 1)) + f_m1                     # Eq. 7: global residual
         return self.out(x)

@@ -37,7 +37,7 @@ from ..train.teacher import TEACHER_KINDS, teacher_for
 from .base import BuildContext, InpaintModel, StepOutput
 from .layers.edge_blocks import PatchDiscriminator
 from .layers.semantic_prior import (LearnableRegionNorm, RegionNorm, ReflectResBlock, ResidualDenseTrunk,
-                                    SPADEResBlock, reflect_conv)
+                                    SPADEResBlock, check_checkpoint_arg, reflect_conv)
 from .registry import register
 
 # built-in 64 px default; published SPL (official G_Net, ASL teacher): see PAPER_ARGS
@@ -57,6 +57,7 @@ DEFAULT_ARGS = {
     "disc_base": 4,        # PatchGAN width (official 64)
     "teacher": None,       # None: the experiment's teacher.kind (train/teacher.py); else a kind
     "teacher_allow_download": None,
+    "checkpoint": "auto",  # recompute each RDB of the trunk in the backward pass: true, false, auto (large ones)
 }
 PAPER_ARGS = {**DEFAULT_ARGS, "base": 64, "sem_width": 256, "rdb_count": 16, "rdb_growth": 32, "rdb_layers": 6,
               "recon_blocks": 4, "recon_hidden": 256, "middle_blocks": 8, "middle_hidden": 256,
@@ -72,6 +73,10 @@ def resolve_args(args: dict, defaults: dict, name: str) -> dict:
     out = {**defaults, **args}
     if out["teacher"] is not None and out["teacher"] not in TEACHER_KINDS:
         raise InpaintBenchError(f"{name} teacher {out['teacher']!r}; choose one of {', '.join(TEACHER_KINDS)}")
+    try:
+        check_checkpoint_arg(out["checkpoint"], name)
+    except ValueError as e:
+        raise InpaintBenchError(f"{e}; fix models.<name>.args") from None
     return out
 
 
@@ -103,9 +108,9 @@ class PriorLearner(nn.Module):
     """Semantic prior learner at h/4: residual-dense trunk and residual blocks → layout L; 1×1 → prior."""
 
     def __init__(self, width: int, rdb_count: int, rdb_growth: int, rdb_layers: int, recon_blocks: int,
-                 recon_hidden: int, prior_channels: int):
+                 recon_hidden: int, prior_channels: int, checkpoint: bool | str = "auto"):
         super().__init__()
-        self.trunk = ResidualDenseTrunk(width, rdb_count, rdb_growth, rdb_layers)
+        self.trunk = ResidualDenseTrunk(width, rdb_count, rdb_growth, rdb_layers, checkpoint)
         self.recon = nn.Sequential(*[ReflectResBlock(width, recon_hidden) for _ in range(recon_blocks)])
         self.to_prior = nn.Conv2d(width, prior_channels, 1)
 
@@ -132,12 +137,12 @@ class RNEncoder(nn.Module):
 class SPLGenerator(nn.Module):
     def __init__(self, prior_channels: int, base: int, sem_width: int, rdb_count: int, rdb_growth: int,
                  rdb_layers: int, recon_blocks: int, recon_hidden: int, middle_blocks: int, middle_hidden: int,
-                 spade_hidden: int, rn_threshold: float, kernel: int = 7):
+                 spade_hidden: int, rn_threshold: float, kernel: int = 7, checkpoint: bool | str = "auto"):
         super().__init__()
         self.encoder = RNEncoder(base, kernel)
         self.semantic = SemanticEncoder(base, sem_width, act="leaky", kernel=kernel)
         self.prior = PriorLearner(sem_width, rdb_count, rdb_growth, rdb_layers, recon_blocks, recon_hidden,
-                                  prior_channels)
+                                  prior_channels, checkpoint)
         self.middle = nn.ModuleList(SPADEResBlock(4 * base, sem_width, middle_hidden, spade_hidden, dilation=2)
                                     for _ in range(middle_blocks))
         self.decoder = nn.ModuleList([
@@ -245,7 +250,7 @@ def build_generator(args: dict, teacher_channels: list[int]) -> SPLGenerator:
     a = resolve_args(args, DEFAULT_ARGS, "SPL")
     return SPLGenerator(teacher_channels[-1], a["base"], a["sem_width"], a["rdb_count"], a["rdb_growth"],
                         a["rdb_layers"], a["recon_blocks"], a["recon_hidden"], a["middle_blocks"], a["middle_hidden"],
-                        a["spade_hidden"], a["rn_threshold"], a["kernel"])
+                        a["spade_hidden"], a["rn_threshold"], a["kernel"], a["checkpoint"])
 
 
 @register("spl")

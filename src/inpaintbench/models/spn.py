@@ -62,14 +62,14 @@ class PyramidDecoder(nn.Module):
 class SPNGenerator(nn.Module):
     def __init__(self, teacher_channels: list[int], base: int, sem_width: int, rdb_count: int, rdb_growth: int,
                  rdb_layers: int, recon_blocks: int, recon_hidden: int, middle_blocks: int, middle_hidden: int,
-                 spade_hidden: int, rn_threshold: float, kernel: int = 7):
+                 spade_hidden: int, rn_threshold: float, kernel: int = 7, checkpoint: bool | str = "auto"):
         super().__init__()
         if len(teacher_channels) != 3:
             raise InpaintBenchError(f"SPN needs a teacher with three feature maps, got {teacher_channels}")
         self.encoder = RNEncoder(base, kernel)
         self.semantic = SemanticEncoder(base, sem_width, act="relu", kernel=kernel)
         self.prior = PriorLearner(sem_width, rdb_count, rdb_growth, rdb_layers, recon_blocks, recon_hidden,
-                                  teacher_channels[2])
+                                  teacher_channels[2], checkpoint)
         self.pyramid = PyramidDecoder(sem_width, base)
         self.to_prior2 = nn.Conv2d(2 * base, teacher_channels[1], 1)
         self.to_prior1 = nn.Conv2d(base, teacher_channels[0], 1)
@@ -99,7 +99,7 @@ def build_generator(args: dict, teacher_channels: list[int]) -> SPNGenerator:
     a = resolve_args(args, DEFAULT_ARGS, "SPN")
     return SPNGenerator(list(teacher_channels), a["base"], a["sem_width"], a["rdb_count"], a["rdb_growth"],
                         a["rdb_layers"], a["recon_blocks"], a["recon_hidden"], a["middle_blocks"], a["middle_hidden"],
-                        a["spade_hidden"], a["rn_threshold"], a["kernel"])
+                        a["spade_hidden"], a["rn_threshold"], a["kernel"], a["checkpoint"])
 
 
 @register("spn")

@@ -15,7 +15,9 @@ width is a parameter so the built-in suite can run a tiny version.
   s = sigmoid(conv7×7([mean_c x, max_c x])), regions {s ≥ t} (t = 0.8, detached), RN over them,
   then a spatial affine (1 + γ(s), β(s)) from two 7×7 convolutions of s.
 * `ResidualDenseBlock` — RDB: densely connected 3×3 conv + ReLU layers, 1×1 local fusion and a
-  local residual.
+  local residual. Its growing concatenations are most of what the trunk keeps for the backward
+  pass (issue 11: 184 of SPL-pub's 462 MiB per 128 px image); ``checkpoint`` (see
+  `dense_checkpoint`) keeps only each block's input and recomputes the block in the backward pass.
 * `ReflectResBlock` — reflection-padded conv–ReLU–conv residual block without normalisation.
 * `SPADEResBlock` — SPL's ``ResnetBlock_Spade``: [SPADE → ReLU → (dilated) conv] twice + identity.
 * `SPADEUpBlock` — SPN's ``ResnetBlock_Spade_MaskG``: [SPADE → LeakyReLU(0.2) → conv] twice with a
@@ -25,9 +27,37 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from .spade import SPADE
+
+#: checkpoint="auto": recompute a dense block only where its final concatenation holds at least
+#: this many elements per image (1 MiB in fp32): SPL/SPN-pub's trunk from 128 px images on
+#: (448 x 32² = 459 k), RDN-pub at any size (576 x 64² = 2.4 M at 64 px), never the built-in
+#: models (SPL/SPN: 24 x 16² = 6 k; RDN: 24 x 64² = 98 k), which keep their speed.
+DENSE_CHECKPOINT_MIN_ELEMENTS = 1 << 18
+CHECKPOINT_CHOICES = (True, False, "auto")
+
+
+def check_checkpoint_arg(value, name: str):
+    """`checkpoint` model arg: true, false or 'auto'; raises ValueError otherwise."""
+    if value not in CHECKPOINT_CHOICES or isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f"{name} checkpoint must be true, false or 'auto', got {value!r}")
+    return value
+
+
+def dense_checkpoint(block: nn.Module, x: torch.Tensor, mode, out_channels: int) -> torch.Tensor:
+    """block(x), through `torch.utils.checkpoint` (non-reentrant) where `mode` says so: True,
+    or "auto" and the block's final concatenation (`out_channels` x H x W per image) is at least
+    DENSE_CHECKPOINT_MIN_ELEMENTS. The math is unchanged (same ops recomputed; outputs and
+    gradients equal: tests/test_dense_checkpoint.py). Only used on conv + ReLU blocks: no batch
+    norm (its running statistics would be updated twice) and no dropout in them; the RNG state is
+    preserved anyway (torch's default)."""
+    use = mode is True or (mode == "auto" and out_channels * x.shape[-2] * x.shape[-1] >= DENSE_CHECKPOINT_MIN_ELEMENTS)
+    if use and torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters())):
+        return torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+    return block(x)
 
 
 def region_normalize(x: torch.Tensor, regions: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -81,6 +111,7 @@ class ResidualDenseBlock(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(nn.Conv2d(channels + growth * i, growth, 3, padding=1) for i in range(layers))
         self.fuse = nn.Conv2d(channels + growth * layers, channels, 1)
+        self.concat_channels = channels + growth * layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = x
@@ -91,19 +122,21 @@ class ResidualDenseBlock(nn.Module):
 
 class ResidualDenseTrunk(nn.Module):
     """`count` RDBs, global feature fusion (1×1 over all RDB outputs, then 3×3) and the global
-    residual to the trunk's input (official SPL ``rdbs`` + ``gff`` + ``x_sm``)."""
+    residual to the trunk's input (official SPL ``rdbs`` + ``gff`` + ``x_sm``). ``checkpoint``
+    (true / false / "auto"): recompute each RDB in the backward pass (`dense_checkpoint`)."""
 
-    def __init__(self, channels: int, count: int, growth: int, layers: int):
+    def __init__(self, channels: int, count: int, growth: int, layers: int, checkpoint: bool | str = "auto"):
         super().__init__()
         self.head = nn.Conv2d(channels, channels, 3, padding=1)
         self.blocks = nn.ModuleList(ResidualDenseBlock(channels, growth, layers) for _ in range(count))
         self.fusion = nn.Sequential(nn.Conv2d(channels * count, channels, 1), nn.Conv2d(channels, channels, 3, padding=1))
+        self.checkpoint = check_checkpoint_arg(checkpoint, "residual-dense trunk")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)
         outs = []
         for block in self.blocks:
-            h = block(h)
+            h = dense_checkpoint(block, h, self.checkpoint, block.concat_channels)
             outs.append(h)
         return self.fusion(torch.cat(outs, 1)) + x
 
