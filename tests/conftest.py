@@ -64,6 +64,23 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
+def prepare_tiny(project: Path, *, textures: bool = True, val: bool = True, test: bool = True) -> Path:
+    """The tiny experiment's data steps, run in `project` (the fixture above) in this order: prepare
+    photos (and textures), the generated 32 px masks, the photos' val pairs, the test pairs of photos
+    (and textures). Returns `project`."""
+    from inpaintbench.cli import main
+
+    datasets = ["photos", "textures"] if textures else ["photos"]
+    steps = [["prepare", d] for d in datasets] + [["masks", "generated", "--size", "32"]]
+    if val:
+        steps.append(["pairs", "tiny", "photos", "--split", "val"])
+    if test:
+        steps += [["pairs", "tiny", d] for d in datasets]
+    for argv in steps:
+        assert main(argv) == 0
+    return project
+
+
 def python_env(env: dict) -> dict:
     """Subprocess environment. Where PYTHONDONTWRITEBYTECODE is set, every Python process (each
     Snakemake, DVC stage and cluster job) would compile the package again; cache the bytecode

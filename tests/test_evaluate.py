@@ -16,12 +16,12 @@ from inpaintbench.io import load_image, read_csv
 from inpaintbench.metrics.quality import psnr
 from inpaintbench.report.aggregate import aggregate_experiment
 
+from conftest import prepare_tiny
+
 
 @pytest.fixture
 def pairs_ready(project):
-    for argv in (["prepare", "photos"], ["prepare", "textures"], ["masks", "generated", "--size", "32"],
-                 ["pairs", "tiny", "photos"], ["pairs", "tiny", "textures"]):
-        assert main(argv) == 0
+    prepare_tiny(project, val=False)
     return project
 
 

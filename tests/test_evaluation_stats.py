@@ -13,7 +13,6 @@ import torch
 import yaml
 
 from inpaintbench import paths
-from inpaintbench.cli import main
 from inpaintbench.config import load_params
 from inpaintbench.errors import InpaintBenchError
 from inpaintbench.evaluate import evaluate_job, quantize
@@ -24,6 +23,8 @@ from inpaintbench.metrics.stats import BootstrapSettings, bootstrap_mean_ci, hol
 from inpaintbench.report import tables
 from inpaintbench.report.aggregate import aggregate_experiment
 
+from conftest import prepare_tiny
+
 
 def _set(project, **blocks):
     p = yaml.safe_load((project / "params.yaml").read_text())
@@ -33,9 +34,7 @@ def _set(project, **blocks):
 
 @pytest.fixture
 def pairs_ready(project):
-    for argv in (["prepare", "photos"], ["prepare", "textures"], ["masks", "generated", "--size", "32"],
-                 ["pairs", "tiny", "photos"], ["pairs", "tiny", "textures"]):
-        assert main(argv) == 0
+    prepare_tiny(project, val=False)
     _set(project, fid={"enabled": False}, lpips={"enabled": False})
     return project
 

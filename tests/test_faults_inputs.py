@@ -13,12 +13,12 @@ from inpaintbench.errors import InpaintBenchError
 from inpaintbench.evaluate import load_pairs
 from inpaintbench.io import load_image, load_mask, read_csv
 
+from conftest import prepare_tiny
+
 
 @pytest.fixture
 def paired(project):
-    for argv in (["prepare", "photos"], ["prepare", "textures"], ["masks", "generated", "--size", "32"],
-                 ["pairs", "tiny", "photos"], ["pairs", "tiny", "textures"]):
-        assert main(argv) == 0
+    prepare_tiny(project, val=False)
     return project
 
 

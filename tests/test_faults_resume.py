@@ -14,13 +14,12 @@ from inpaintbench.errors import InpaintBenchError
 from inpaintbench.train import checkpoints
 from inpaintbench.train.trainer import train_job
 
+from conftest import prepare_tiny
+
 
 @pytest.fixture
 def prepared(project):
-    for argv in (["prepare", "photos"], ["masks", "generated", "--size", "32"],
-                 ["pairs", "tiny", "photos", "--split", "val"]):
-        assert main(argv) == 0
-    return project
+    return prepare_tiny(project, textures=False, test=False)
 
 
 def _stopped(params):

@@ -15,9 +15,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_params, write_params
+from conftest import prepare_tiny, tiny_params, write_params
 from inpaintbench import paths
-from inpaintbench.cli import main
 from inpaintbench.config import load_params
 from inpaintbench.errors import InpaintBenchError
 from inpaintbench.models import registry
@@ -34,10 +33,7 @@ CTSDG_TINY = {"arch": "ctsdg", "args": {"base": 4, "depth": 4, "disc_base": 4, "
 
 @pytest.fixture
 def prepared(project):
-    for argv in (["prepare", "photos"], ["masks", "generated", "--size", "32"],
-                 ["pairs", "tiny", "photos", "--split", "val"]):
-        assert main(argv) == 0
-    return project
+    return prepare_tiny(project, textures=False, test=False)
 
 
 def _params(finetune, model="pconv", **training):

@@ -9,18 +9,16 @@ import pytest
 import torch
 
 from inpaintbench import paths
-from inpaintbench.cli import main
 from inpaintbench.config import load_params
 from inpaintbench.train import checkpoints
 from inpaintbench.train.trainer import train_job
 
+from conftest import prepare_tiny
+
 
 @pytest.fixture
 def prepared(project):
-    for argv in (["prepare", "photos"], ["prepare", "textures"], ["masks", "generated", "--size", "32"],
-                 ["pairs", "tiny", "photos", "--split", "val"], ["pairs", "tiny", "photos"], ["pairs", "tiny", "textures"]):
-        assert main(argv) == 0
-    return project
+    return prepare_tiny(project)
 
 
 def _weights(path):
