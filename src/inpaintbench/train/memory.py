@@ -18,7 +18,8 @@ Published-size models: peak RSS of one CPU training job measured with
   a per-image part measured at a larger size, scaled down by the pixels, is used where it is more;
 * else, where only one batch b fitted at the job's size but two were measured at a smaller size:
   the fixed part from the smaller size's line, the per-image part ``(peak_b - fixed) / b`` from the
-  job's size (checked on SPL-pub and SAHN-pub, measured both ways: +14 % and +18 % at batch 8,
+  job's size (checked on SAHN-pub and on SPL-pub before its trunk was checkpointed, measured
+  both ways: +18 % and +14 % at batch 8,
   the fixed part grows a little with the size);
 * else (one measured batch b) the peak times batch / b, an upper bound (it counts the fixed part
   once per image).
@@ -41,7 +42,8 @@ MEASURED: dict[str, dict[int, dict[int, float]]] = {
     "pconv-pub": {256: {2: 1979, 4: 2606}, 128: {2: 1563, 4: 1652}},  # batch 1 cannot train (1x1 batch norm)
     "psr-pub": {128: {2: 1600, 4: 1935}},  # idem
     "rfr-pub": {128: {1: 1652, 2: 1831, 4: 2223, 8: 3003}},
-    "rdn-pub": {128: {1: 4832}, 64: {1: 2065, 2: 2922}},  # batch 2 at 128 px passed 6.8 GB (killed)
+    # dense blocks checkpointed (model arg checkpoint: auto); before: 4,832 MB at batch 1, batch 2 killed
+    "rdn-pub": {128: {1: 1622, 2: 2082}},
     # batch 1 -> 2 adds only 27 MB: at small batches the peak is the optimiser step of its 100 M
     # parameters, not the activations; hence measured up to the experiment's batch 8
     "ccsa-res1att1-pub": {128: {1: 2858, 2: 2885, 4: 3415, 8: 4409}},
@@ -53,8 +55,9 @@ MEASURED: dict[str, dict[int, dict[int, float]]] = {
     "sahn-pub": {256: {1: 4339, 2: 6482}, 128: {1: 2278, 2: 2847}},
     "sahn-no-unet-pub": {256: {1: 4351, 2: 6451}},
     "sahn-no-msf-pub": {256: {1: 2282, 2: 3083}},
-    "spl-pub": {256: {1: 3911, 2: 5949}, 128: {1: 2177, 2: 2856}},
-    "spn-pub": {256: {1: 4726}, 128: {1: 2485, 2: 3211}},  # batch 2 at 256 px passed 6.8 GB (killed)
+    # dense trunk checkpointed (checkpoint: auto); before: SPL 3,911 / 5,949, SPN 4,726 / killed
+    "spl-pub": {256: {1: 3457, 2: 4873}},
+    "spn-pub": {256: {1: 4209, 2: 5756}},
     "ddnm-pub": {256: {1: 4880}, 128: {1: 3264, 2: 3884}},  # batch 2 at 256 px passed 6.8 GB (killed)
     "edgeconnect-pub": {256: {1: 1709, 2: 2068}},
     "ctsdg-pub": {256: {1: 2877, 2: 3926}},
