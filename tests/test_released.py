@@ -113,6 +113,16 @@ def test_published_checksum_and_mmlab_name_prefix_are_verified(hub, tmp_path):
     assert released.build_released("lama-test", lama_spec(file=str(path))) is not None
 
 
+def assert_released_output(name: str, spec: dict, data: dict) -> None:
+    """The released model `name` built from `spec` gives the fixture's official output (within
+    1e-5) on its masked image and mask."""
+    model = released.build_released(name, spec)
+    image, mask = data["image"], data["mask"]
+    with torch.no_grad():
+        out = model(image * (1 - mask), mask)
+    assert float((out - data["output"]).abs().max()) <= 1e-5
+
+
 def test_released_edgeconnect_pair_and_rfr(hub):
     ec = fixture("edgeconnect")
     (hub / "ec").mkdir(parents=True)
@@ -128,11 +138,7 @@ def test_released_edgeconnect_pair_and_rfr(hub):
 
     rfr = fixture("rfr")
     torch.save({"n_iter": 5, "generator": seeded_state(rfr["spec"], rfr["seed"]), "optimizer_G": {}}, hub / "rfr.pth")
-    model = released.build_released("rfr-test", {"arch": "rfr", "weights": {"format": "rfr", "file": "rfr.pth", "url": "u"}})
-    image, mask = rfr["image"], rfr["mask"]
-    with torch.no_grad():
-        out = model(image * (1 - mask), mask)
-    assert float((out - rfr["output"]).abs().max()) <= 1e-5
+    assert_released_output("rfr-test", {"arch": "rfr", "weights": {"format": "rfr", "file": "rfr.pth", "url": "u"}}, rfr)
     # a file of the wrong format is a clear error
     with pytest.raises(InpaintBenchError, match="holds a rfr model"):
         released.build_released("x", {"arch": "lama_fourier", "weights": {"format": "rfr", "file": "rfr.pth", "url": "u"}})
@@ -148,11 +154,7 @@ def test_released_mmagic_pconv_with_its_name_hash(hub):
     name = f"pconv_test_20200619-{released.sha256_of(tmp)[:8]}.pth"  # MMLab names end in the hash
     tmp.rename(hub / name)
     spec = {"arch": "pconv_unet", "weights": {"format": "mmagic-pconv", "file": name, "url": "u"}}
-    model = released.build_released("pconv-test", spec)
-    image, mask = data["image"], data["mask"]
-    with torch.no_grad():
-        out = model(image * (1 - mask), mask)
-    assert float((out - data["output"]).abs().max()) <= 1e-5
+    assert_released_output("pconv-test", spec, data)
 
 
 def test_released_mmagic_deepfill(hub):
@@ -161,11 +163,7 @@ def test_released_mmagic_deepfill(hub):
     state = {**seeded_state(data["spec"], data["seed"]), "disc.model.conv1.conv.weight_orig": torch.zeros(4, 4, 5, 5)}
     torch.save({"meta": {"epoch": 1}, "state_dict": state}, hub / "df.pth")
     spec = {"arch": "deepfill_v2", "weights": {"format": "mmagic-deepfill", "file": "df.pth", "url": "u"}}
-    model = released.build_released("df-test", spec)
-    image, mask = data["image"], data["mask"]
-    with torch.no_grad():
-        out = model(image * (1 - mask), mask)
-    assert float((out - data["output"]).abs().max()) <= 1e-5
+    assert_released_output("df-test", spec, data)
 
 
 def test_released_ctsdg_checkpoint_layout(hub):
