@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
-from scipy import special, stats
 
 from ..errors import InpaintBenchError
 
@@ -72,6 +71,8 @@ def _percentile(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]
 def _bca(boot: np.ndarray, theta: np.ndarray, jack: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """BCa interval per row. boot: k x B resampled statistics, theta: k estimates, jack: k x n
     leave-one-out statistics."""
+    from scipy import special  # imported here: scipy costs ~0.7 s CPU, and most steps never need it
+
     b = boot.shape[-1]
     # bias correction z0 = Phi^-1(share of resamples below the estimate), ties counted half
     below = (boot < theta[:, None]).sum(-1) + 0.5 * (boot == theta[:, None]).sum(-1)
@@ -142,6 +143,8 @@ def wilcoxon_p(diff) -> np.ndarray:
     ``scipy.stats.wilcoxon(row).pvalue`` row by row. Rows without zeros or tied |d| go through one
     vectorised scipy call (scipy picks the same exact/approximate method for all of them, as it
     would row by row: they have the same n); the others one by one."""
+    from scipy import stats
+
     d = np.atleast_2d(np.asarray(diff, dtype=np.float64))
     out = np.ones(d.shape[0])
     finite = np.isfinite(d).all(-1)

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
-from torchvision.ops import DeformConv2d, deform_conv2d
 
 BACKENDS = ("auto", "torchvision", "grid_sample")
 CHECKPOINT_MIN_ELEMENTS = 1 << 22  # checkpoint="auto": recompute only a sampled tensor this large
@@ -83,6 +82,10 @@ class DeformableConv2d(nn.Module):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"deformable conv backend {backend!r}; choose one of {BACKENDS}")
+        # torchvision imported here, not at module level: it pulls in torch._dynamo (~1.3 s CPU) for
+        # every model importing the SPADE layers, also those that never build a deformable layer
+        from torchvision.ops import DeformConv2d
+
         padding = dilation * (kernel_size - 1) // 2 if padding is None else padding
         self.conv = DeformConv2d(cin, cout, kernel_size, stride=stride, padding=padding,
                                  dilation=dilation, bias=bias)
@@ -102,6 +105,8 @@ class DeformableConv2d(nn.Module):
         c = self.conv
         use_tv = self.backend == "torchvision" or (self.backend == "auto" and x.is_cuda)
         if use_tv:
+            from torchvision.ops import deform_conv2d
+
             return deform_conv2d(x, offset, c.weight, c.bias, stride=c.stride, padding=c.padding,
                                  dilation=c.dilation)
         if self._checkpointed(x, offset) and torch.is_grad_enabled() \
