@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InpaintBenchError
-from ..train.losses import masked_l1, perceptual_loss, style_loss
+from ..train.losses import masked_l1, out_comp_perceptual_style
 from ..train.perceptual import build_backbone
 from .base import BuildContext, InpaintModel, StepOutput
 from .layers.ctsdg_blocks import (CFA, BiGFF, Discriminator, Feature2Structure, Feature2Texture,
@@ -225,11 +225,8 @@ class CTSDG(InpaintModel):
         terms["adversarial"] = bce(d_fake, 1.0) + bce(edge_fake, edges)
         terms["intermediate"] = bce(proj_edge, edges) + F.l1_loss(proj_img * 2 - 1, t_img)
         if self.backbone is not None and (w["perceptual"] > 0 or w["style"] > 0):
-            with torch.no_grad():
-                f_gt = [f.detach() for f in self.backbone(image)]
-            f_out, f_comp = self.backbone(pred), self.backbone(comp)
-            terms["perceptual"] = perceptual_loss(f_out, f_gt) + perceptual_loss(f_comp, f_gt)
-            terms["style"] = style_loss(f_out, f_gt) + style_loss(f_comp, f_gt)
+            # one batched pass over [pred, comp], the target's features once (train/losses.py)
+            terms["perceptual"], terms["style"] = out_comp_perceptual_style(self.backbone, pred, comp, image)
         total = sum(w[k] * v for k, v in terms.items())
         self._cache = {"image": image, "mask": mask, "gray": gray, "edges": edges}
         return StepOutput(total, {k: v.detach() for k, v in terms.items()}, pred)

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InpaintBenchError
-from ..train.losses import perceptual_loss, style_loss
+from ..train.losses import batched_features, perceptual_loss, style_loss, target_features
 from ..train.perceptual import build_backbone
 from .base import BuildContext, InpaintModel, StepOutput
 from .layers.edge_blocks import EdgeConnectGenerator, PatchDiscriminator
@@ -226,11 +226,11 @@ class EdgeConnect(InpaintModel):
         terms = {"img_l1": l1, "img_adv": adv}
         total = w["l1"] * l1 + w["adv2"] * adv
         if self.backbone is not None and (w["perceptual"] > 0 or w["style"] > 0):
-            with torch.no_grad():
-                f_gt = self.backbone(image)
-                f_gt_hole = self.backbone(image * mask)
-            terms["img_perceptual"] = perceptual_loss(self.backbone(pred), f_gt)
-            terms["img_style"] = style_loss(self.backbone(pred * mask), f_gt_hole)  # hole only (official)
+            # one batched pass each for the targets (no grad) and for [pred, pred ⊙ M] (train/losses.py)
+            f_gt, f_gt_hole = target_features(self.backbone, image, image * mask)
+            f_pred, f_pred_hole = batched_features(self.backbone, pred, pred * mask)
+            terms["img_perceptual"] = perceptual_loss(f_pred, f_gt)
+            terms["img_style"] = style_loss(f_pred_hole, f_gt_hole)  # hole only (official)
             total = total + w["perceptual"] * terms["img_perceptual"] + w["style"] * terms["img_style"]
         return total, {k: v.detach() for k, v in terms.items()}
 

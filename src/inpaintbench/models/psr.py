@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InpaintBenchError
-from ..train.losses import gram
+from ..train.losses import out_comp_features
 from ..train.perceptual import build_backbone
 from .base import BuildContext, InpaintModel, StepOutput
 from .layers.pconv_multichannel import MultiChannelPartialConv2d
@@ -271,12 +271,11 @@ class PSRNet(InpaintModel):
         err = (pred - image).abs()
         terms = {"l1": err.mean(), "hole": (err * mask).mean(), "tv": psr_tv_loss(comp, mask)}
         if self.backbone is not None and (w["perceptual"] > 0 or w["style"] > 0):
-            with torch.no_grad():
-                f_gt = [f.detach() for f in self.backbone(image)]
-            f_out, f_comp = self.backbone(pred), self.backbone(comp)
+            # one batched pass over [pred, comp], target features and grams once (train/losses.py)
+            (f_out, f_comp, f_gt), (g_out, g_comp, g_gt) = out_comp_features(self.backbone, pred, comp, image,
+                                                                             grams=True)
             terms["perceptual"] = sum((a - g).abs().mean() + (b - g).abs().mean() for a, b, g in zip(f_out, f_comp, f_gt))
-            terms["style"] = sum((gram(a) - gram(g)).pow(2).mean() + (gram(b) - gram(g)).pow(2).mean()
-                                 for a, b, g in zip(f_out, f_comp, f_gt))
+            terms["style"] = sum((a - g).pow(2).mean() + (b - g).pow(2).mean() for a, b, g in zip(g_out, g_comp, g_gt))
         total = sum(w[k] * v for k, v in terms.items())
         return StepOutput(total, {k: v.detach() for k, v in terms.items()}, pred)
 

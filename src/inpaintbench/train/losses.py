@@ -37,6 +37,53 @@ def style_loss(feats_x: list[torch.Tensor], feats_gt: list[torch.Tensor]) -> tor
     return sum(F.l1_loss(gram(a), gram(b)) for a, b in zip(feats_x, feats_gt))
 
 
+def batched_features(backbone, *xs: torch.Tensor) -> list[list[torch.Tensor]]:
+    """The backbone's features of each of `xs`, from ONE forward over them concatenated on the
+    batch axis (the same math as one forward each: every layer acts per sample; batched convs
+    may differ in the last bits). Returns one feature list per input, views of the batched maps."""
+    if len(xs) == 1:
+        return [list(backbone(xs[0]))]
+    sizes = [x.shape[0] for x in xs]
+    feats = backbone(torch.cat(xs))
+    return [list(parts) for parts in zip(*(f.split(sizes) for f in feats))]
+
+
+def target_features(backbone, *xs: torch.Tensor) -> list[list[torch.Tensor]]:
+    """Features of target images (no gradient), once per step, batched like `batched_features`."""
+    with torch.no_grad():
+        return [[f.detach() for f in fs] for fs in batched_features(backbone, *xs)]
+
+
+def out_comp_features(backbone, pred: torch.Tensor, comp: torch.Tensor, image: torch.Tensor,
+                      grams: bool = False):
+    """(ψ(I_out), ψ(I_comp), ψ(I_gt)) per layer: one forward with gradient over [I_out, I_comp]
+    (concatenated on the batch axis), the target's features once under no_grad. With `grams`,
+    also their gram matrices (Eq. 5) as (G_out, G_comp, G_gt): one bmm per layer for out and comp
+    together, the target's computed once (not once per branch or per loss term)."""
+    (f_gt,) = target_features(backbone, image)
+    n = pred.shape[0]
+    both = backbone(torch.cat([pred, comp]))
+    f_out, f_comp = [f[:n] for f in both], [f[n:] for f in both]
+    if not grams:
+        return f_out, f_comp, f_gt
+    g_both = [gram(f) for f in both]
+    with torch.no_grad():
+        g_gt = [gram(f) for f in f_gt]
+    return (f_out, f_comp, f_gt), ([g[:n] for g in g_both], [g[n:] for g in g_both], g_gt)
+
+
+def out_comp_perceptual_style(backbone, pred: torch.Tensor, comp: torch.Tensor,
+                              image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 4 and Eq. 6 (out + comp) of Liu et al. 2018 from one `out_comp_features` pass: the
+    same sums as perceptual_loss(f_out, f_gt) + perceptual_loss(f_comp, f_gt) and
+    style_loss(f_out, f_gt) + style_loss(f_comp, f_gt)."""
+    (f_out, f_comp, f_gt), (g_out, g_comp, g_gt) = out_comp_features(backbone, pred, comp, image, grams=True)
+    perc = perceptual_loss(f_out, f_gt) + perceptual_loss(f_comp, f_gt)
+    style = (sum(F.l1_loss(a, b) for a, b in zip(g_out, g_gt))
+             + sum(F.l1_loss(a, b) for a, b in zip(g_comp, g_gt)))
+    return perc, style
+
+
 def tv_loss(comp: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
     """Total variation over the region P = hole dilated by one pixel (Eq. 7)."""
     region = F.max_pool2d(hole, kernel_size=3, stride=1, padding=1)
@@ -56,11 +103,7 @@ def pconv_losses(pred: torch.Tensor, image: torch.Tensor, hole: torch.Tensor, ba
         "tv": tv_loss(comp, hole),
     }
     if backbone is not None and (w["perceptual"] > 0 or w["style"] > 0):
-        with torch.no_grad():
-            f_gt = [f.detach() for f in backbone(image)]
-        f_out, f_comp = backbone(pred), backbone(comp)
-        terms["perceptual"] = perceptual_loss(f_out, f_gt) + perceptual_loss(f_comp, f_gt)
-        terms["style"] = style_loss(f_out, f_gt) + style_loss(f_comp, f_gt)
+        terms["perceptual"], terms["style"] = out_comp_perceptual_style(backbone, pred, comp, image)
     total = sum(w[k] * v for k, v in terms.items())
     # detached tensors, not floats: a float() per term would be a host-device sync every step on
     # CUDA; the trainer reads the logs back every `log_every` steps
