@@ -194,6 +194,21 @@ def test_validation_pairs_never_come_from_a_test_split(replica):
 
 
 @pytest.mark.slow
+def test_test_metrics_reach_every_trained_models_mlflow_run(replica):
+    """The evaluate jobs run with --no-mlflow; each experiment's aggregate job logs them all."""
+    import mlflow.tracking
+
+    folder = replica[0]
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db")
+    infos = sorted((folder / "runs").glob("*/*/*/run.json"))
+    assert len(infos) == 36
+    for info in infos:
+        run_id = json.loads(info.read_text())["mlflow_run_id"]
+        keys = [k for k in client.get_run(run_id).data.metrics if k.startswith("test/")]
+        assert any(k.endswith("/all/psnr") for k in keys), (info, keys)
+
+
+@pytest.mark.slow
 def test_second_run_has_nothing_to_do(replica):
     folder, cmd, env, _, _ = replica
     out = _run(cmd + ["-n"], folder, env, timeout=300)

@@ -123,6 +123,41 @@ def test_evaluation_logs_per_bucket_test_metrics_to_the_training_run(prepared):
     assert main(["evaluate", "tiny", "photos", "biharmonic"]) == 0
 
 
+def test_workflow_logs_test_metrics_in_the_aggregate_step(prepared, capsys):
+    """The workflow's evaluate jobs run with --no-mlflow (evaluate.smk); `aggregate` then adds
+    every trained model's test metrics to its training run, the same values `evaluate` logs."""
+    assert main(["train", "tiny", "photos", "pconv"]) == 0
+    for m in ("copy-input", "biharmonic", "pconv"):
+        assert main(["evaluate", "tiny", "photos", m, "--no-mlflow"]) == 0
+    run_id = json.loads((paths.run_dir("tiny", "photos", "pconv") / "run.json").read_text())["mlflow_run_id"]
+    assert not [k for k in _client(prepared).get_run(run_id).data.metrics if k.startswith("test/")]
+    capsys.readouterr()
+    assert main(["aggregate", "tiny"]) == 0
+    assert f"test metrics of pconv (photos) -> MLflow run {run_id}" in capsys.readouterr().out
+    metrics = _client(prepared).get_run(run_id).data.metrics
+    import pandas as pd
+
+    per_image = pd.read_csv(paths.metrics_csv("tiny", "photos", "pconv"))
+    for ds in ("photos", "textures"):
+        sub = per_image[per_image["dataset"] == ds]
+        expect = sub.loc[sub["bucket"] == "(0.3, 0.5]", "psnr"].mean()
+        assert metrics[f"test/{ds}/0.3-0.5/psnr"] == pytest.approx(expect, rel=1e-9)
+        assert metrics[f"test/{ds}/all/ssim"] == pytest.approx(sub["ssim"].mean(), rel=1e-9)
+    # --no-mlflow on aggregate: nothing more is logged
+    n = len(_client(prepared).get_metric_history(run_id, "test/photos/all/psnr"))
+    assert main(["aggregate", "tiny", "--no-mlflow"]) == 0
+    assert len(_client(prepared).get_metric_history(run_id, "test/photos/all/psnr")) == n
+
+
+def test_evaluate_rule_leaves_mlflow_to_aggregate():
+    from conftest import ROOT
+
+    text = (ROOT / "workflow" / "rules" / "evaluate.smk").read_text()
+    evaluate = text[text.index("rule evaluate:"):text.index("rule aggregate:")]
+    aggregate = text[text.index("rule aggregate:"):text.index("rule evaluate_all:")]
+    assert "--no-mlflow" in evaluate and "--no-mlflow" not in aggregate
+
+
 def test_metric_keys_are_valid_mlflow_names():
     assert tracking.metric_key("test", "photos", "(0.1, 0.2]", "psnr") == "test/photos/0.1-0.2/psnr"
     assert tracking.metric_key("test", "p", "all", "ssim") == "test/p/all/ssim"

@@ -123,34 +123,53 @@ def cmd_evaluate(args) -> None:
     p = _params(args)
     evaluate_job(p, args.experiment, args.train, args.model, device=resolve_device(p.device))
     if not args.no_mlflow:
-        _log_evaluation(p, args.experiment, args.train, args.model)
+        _log_evaluations(p, args.experiment, [(args.train, args.model)])
 
 
-def _log_evaluation(p, experiment: str, train: str, model: str) -> None:
-    """Per-bucket test means (and "all") onto the model's MLflow training run, when it has one."""
+def _test_metrics(experiment: str, train: str, model: str):
+    """(MLflow run id of the model's training run, its per-bucket test means and "all"), or None
+    for a model without a training run (classical, released) or not yet evaluated."""
     import json
 
     import pandas as pd
 
-    from .tracking import log_test_metrics, metric_key
+    from .io import read_frame
+    from .tracking import metric_key
 
     info = paths.run_dir(experiment, train, model) / "run.json"
     run_id = json.loads(info.read_text()).get("mlflow_run_id") if info.exists() else None
-    if not run_id:
-        return
-    from .io import read_frame
-
-    per_image = read_frame(paths.metrics_csv(experiment, train, model), dtype={"pair_id": str, "mask_id": str})
+    csv = paths.metrics_csv(experiment, train, model)
+    if not run_id or not csv.exists():
+        return None
+    per_image = read_frame(csv, dtype={"pair_id": str, "mask_id": str})
     skip = {"experiment", "train", "dataset", "model", "pair_id", "bucket", "image_id", "mask_id", "hole_ratio"}
     cols = [c for c in per_image.columns if c not in skip and pd.api.types.is_numeric_dtype(per_image[c])]
     metrics = {}
     for ds, sub in per_image.groupby("dataset", sort=False):
         for bucket, part in [*sub.groupby("bucket", sort=False), ("all", sub)]:
             metrics.update({metric_key("test", ds, bucket, c): float(part[c].mean()) for c in cols})
-    if log_test_metrics(run_id, metrics, p.raw.get("mlflow")):
-        print(f"test metrics -> MLflow run {run_id} ({len(metrics)} values)")
-    else:
-        print(f"test metrics not logged: MLflow run {run_id} (from run.json) is not in this tracking store")
+    return run_id, metrics
+
+
+def _log_evaluations(p, experiment: str, jobs: list[tuple[str, str]]) -> None:
+    """Per-bucket test means (and "all") onto each model's MLflow training run, when it has one,
+    through one MLflow client (`aggregate` logs a whole experiment at once)."""
+    from .tracking import log_test_metrics_many
+
+    found = {}
+    for train, model in jobs:
+        got = _test_metrics(experiment, train, model)
+        if got:
+            found[(train, model)] = got
+    if not found:
+        return
+    logged = log_test_metrics_many({run_id: m for run_id, m in found.values()}, p.raw.get("mlflow"))
+    for (train, model), (run_id, metrics) in found.items():
+        if logged[run_id]:
+            print(f"test metrics of {model} ({train}) -> MLflow run {run_id} ({len(metrics)} values)")
+        else:
+            print(f"test metrics of {model} ({train}) not logged: MLflow run {run_id} (from run.json) is not "
+                  f"in this tracking store")
 
 
 def cmd_inpaint(args) -> None:
@@ -181,7 +200,14 @@ def cmd_efficiency(args) -> None:
 def cmd_aggregate(args) -> None:
     from .report.aggregate import aggregate_experiment
 
-    print(f"summary -> {aggregate_experiment(_params(args), args.experiment)}")
+    p = _params(args)
+    print(f"summary -> {aggregate_experiment(p, args.experiment)}")
+    if not args.no_mlflow:
+        # the workflow's evaluate jobs run with --no-mlflow: the test metrics of every trained model
+        # of the experiment reach its MLflow run here, in one process (MLflow's import and store
+        # set-up once per experiment instead of once per evaluate job)
+        exp = p.experiment(args.experiment)
+        _log_evaluations(p, args.experiment, [(r["train"], m) for r in exp["runs"] for m in exp["models"]])
 
 
 def cmd_report(args) -> None:
@@ -337,6 +363,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_efficiency)
     s = sub.add_parser("aggregate", help="per-bucket summary of an experiment")
     _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")
+    s.add_argument("--no-mlflow", action="store_true",
+                   help="do not add the test metrics to the trained models' MLflow runs")
     s.set_defaults(fn=cmd_aggregate)
     s = sub.add_parser("report", help="tables and figures of an experiment")
     _positional(s, "experiment", "experiment", names, "an experiment of params `experiments`")

@@ -251,12 +251,7 @@ class Params:
                 if m not in raw["models"]:
                     raise InpaintBenchError(
                         f"{src}: {where}.models[{i}]: unknown model {m!r}; known: {', '.join(raw['models'])}")
-            for i, m in enumerate(exp.get("released", [])):
-                if "weights" not in raw["models"].get(m, {}):
-                    released = [k for k, v in raw["models"].items() if "weights" in v]
-                    raise InpaintBenchError(
-                        f"{src}: {where}.released[{i}]: {m!r} is not a model with released weights; "
-                        f"known: {', '.join(released) or 'none'}")
+            self._validate_released(exp.get("released", []), f"{where}.released")
             if exp["masks"] not in raw.get("masks", {}):
                 raise InpaintBenchError(
                     f"{src}: {where}.masks: unknown mask set {exp['masks']!r}; known: {', '.join(raw.get('masks', {}))}")
@@ -276,6 +271,7 @@ class Params:
             self._validate_teacher_choice(name, exp, where)
             for i, run in enumerate(exp["runs"]):
                 rw = f"{where}.runs[{i}]"
+                self._validate_released(run.get("released", []), f"{rw}.released")
                 for ds in [run["train"], *run["eval"]]:
                     if ds not in raw["datasets"]:
                         raise InpaintBenchError(
@@ -284,6 +280,15 @@ class Params:
                         raise InpaintBenchError(
                             f"{src}: {rw}: dataset {ds!r} is prepared at {raw['datasets'][ds]['size']} px "
                             f"but the experiment runs at {exp['size']} px; make them equal")
+
+    def _validate_released(self, names: list, where: str) -> None:
+        """An experiment's or a run's `released` list: models with released weights (models/released.py)."""
+        models = self.raw["models"]
+        for i, m in enumerate(names):
+            if "weights" not in models.get(m, {}):
+                known = [k for k, v in models.items() if "weights" in v]
+                raise InpaintBenchError(f"{self.source}: {where}[{i}]: {m!r} is not a model with released weights; "
+                                        f"known: {', '.join(known) or 'none'}")
 
     def _validate_finetune(self) -> None:
         """`training.finetune` (train/phases.py) of every trained model in every experiment: one of
@@ -316,7 +321,7 @@ class Params:
                     f"$TORCH_HOME/hub/checkpoints) or imagenet-resnet50 (offline substitute).")
 
     def _validate_table(self, spec, exp: dict, where: str) -> None:
-        from .report.paper_tables import parse_spec
+        from .report.table_spec import parse_spec
 
         rest = {k: v for k, v in spec.items() if k != "name"}
         try:
@@ -353,6 +358,23 @@ class Params:
             if extra:
                 exp = {**exp, "models": [*exp["models"], *extra]}
         return exp
+
+    def run_released(self, experiment: str, train: str) -> list[str]:
+        """The released checkpoints of one run (`runs[i].released`) whose files are present
+        (models/released.py `present`), not already among the experiment's models: scored on
+        that run's eval datasets only, never trained."""
+        exp = self.experiment(experiment)
+        run = next((r for r in exp["runs"] if r["train"] == train), None)
+        if run is None or not run.get("released"):
+            return []
+        from .models.released import present
+
+        return [m for m in dict.fromkeys(run["released"]) if m not in exp["models"] and present(self.model(m))]
+
+    def run_models(self, experiment: str, train: str) -> list[str]:
+        """What is evaluated on one run: the experiment's models (with its present `released`),
+        then the run's own present released checkpoints (run_released)."""
+        return [*self.experiment(experiment)["models"], *self.run_released(experiment, train)]
 
     def dataset(self, name: str) -> dict:
         return self._lookup("datasets", name, "dataset")

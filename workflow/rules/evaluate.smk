@@ -17,7 +17,8 @@ rule evaluate:
         "../envs/inpaintbench.yaml"
     threads: 1
     shell:
-        "inpaintbench evaluate {wildcards.experiment} {wildcards.train} {wildcards.model} > {log} 2>&1"
+        # --no-mlflow: the aggregate job adds every model's test metrics to its MLflow run at once
+        "inpaintbench evaluate {wildcards.experiment} {wildcards.train} {wildcards.model} --no-mlflow > {log} 2>&1"
 
 
 rule aggregate:

@@ -30,13 +30,15 @@ decided it); a cell on which they disagree, or a row with no such split, is NaN.
 """
 from __future__ import annotations
 
+import csv
 from functools import lru_cache
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ..errors import InpaintBenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DATA_DIR = Path(__file__).with_name("reference_data")
 COLUMNS = ["paper", "table", "dataset", "bucket", "method", "metric", "value", "unit", "scale", "note"]
@@ -50,11 +52,19 @@ HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "l1": False, "l1_hole": False, "
                     "psnr_gain_pct": True, "ssim_gain_pct": True, "l1_reduction_pct": True}
 
 
-@lru_cache(maxsize=None)
-def _load(paper: str) -> pd.DataFrame:
+def _path(paper: str) -> Path:
     path = DATA_DIR / f"{paper}.csv"
     if not path.exists():
         raise InpaintBenchError(f"no published numbers for paper {paper!r}; known: {', '.join(sorted(PAPERS))}")
+    return path
+
+
+@lru_cache(maxsize=None)
+def _load(paper: str) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
+    path = _path(paper)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = set(COLUMNS) - set(frame.columns)
     if missing:
@@ -62,6 +72,21 @@ def _load(paper: str) -> pd.DataFrame:
     frame["value"] = pd.to_numeric(frame["value"].replace("", np.nan))
     frame["scale"] = pd.to_numeric(frame["scale"].replace("", "1.0"))
     return frame[COLUMNS]
+
+
+@lru_cache(maxsize=None)
+def table_labels(paper: str, table: str | int) -> dict[str, list[str]]:
+    """The paper's own dataset / bucket / method labels of one table, in the paper's order,
+    read without pandas: params validation (config.py -> table_spec.parse_spec) runs in every
+    workflow job, and importing pandas costs ~1.6 s CPU there."""
+    paper, table = paper.lower(), str(table)
+    with open(_path(paper), newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh)]
+    known = list(dict.fromkeys(r["table"] for r in rows))
+    rows = [r for r in rows if r["table"] == table]
+    if not rows:
+        raise InpaintBenchError(f"paper {paper!r} has no transcribed table {table!r}; known: {', '.join(known)}")
+    return {axis: list(dict.fromkeys(r[axis] for r in rows)) for axis in ("dataset", "bucket", "method")}
 
 
 def papers() -> list[str]:
