@@ -213,3 +213,72 @@ def test_no_labels_error_names_the_alternatives(tmp_path):
     with pytest.raises(InpaintBenchError) as err:
         train_teacher(root / "manifest.csv", tmp_path / "t.pt", {"kind": "trained", "epochs": 1}, 0, "cpu")
     assert "asl-tresnet-l" in str(err.value) and "imagenet-resnet50" in str(err.value)
+
+
+# ---------------------------------------------------------------- fast loading
+
+def _features_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_meta_assign_loading_equals_the_plain_path(tmp_path, monkeypatch, asl_release):
+    """build_teacher builds the skeleton on the meta device and assigns the memory-mapped file's
+    tensors: the same features, bit for bit, as building a randomly initialised network and
+    copying the same seeded weights in; and no global random numbers are drawn."""
+    from torchvision.models import resnet50
+
+    from inpaintbench.train.teacher import ResNet50Taps, TResNetTaps, load_teacher
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+
+    torch.manual_seed(0)
+    plain_r50 = resnet50(weights=None)
+    for m in plain_r50.modules():  # non-trivial BN statistics, so the buffers matter too
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.save(plain_r50.state_dict(), hub / RESNET50_FILE)
+    torch.save(asl_release, hub / ASL_TRESNET_L_FILE)
+    small = TeacherCNN(3, [4, 8, 8, 8])
+    save_teacher(tmp_path / "t.pt", small, ["a", "b", "c"], {"widths": [4, 8, 8, 8]})
+
+    plain_tres = _tresnet_l(0)
+    keys = {k for k in plain_tres.state_dict() if k.startswith("body.")}
+    plain_tres.load_state_dict(convert_asl_tresnet(asl_release, keys), strict=True)
+    plain = {"imagenet-resnet50": ResNet50Taps(plain_r50.eval()), "asl-tresnet-l": TResNetTaps(plain_tres.eval()),
+             "trained": small.eval()}
+
+    rng = torch.get_rng_state()
+    fast = {kind: build_teacher(kind, path=str(tmp_path / "t.pt")) for kind in plain}
+    assert torch.equal(rng, torch.get_rng_state())  # nothing randomly initialised
+    for kind, ref in plain.items():
+        with torch.no_grad():
+            assert _features_equal(fast[kind](x), ref.features(x)), kind
+        assert not any(t.is_meta for t in [*fast[kind].parameters(), *fast[kind].buffers()])
+        ref_state = (ref if kind != "trained" else small).state_dict()
+        got = fast[kind].net.state_dict()
+        assert set(got) == set(ref_state) and all(torch.equal(got[k], ref_state[k]) for k in got), kind
+    # the anti-alias filters (non-persistent buffers, in no state dict) were computed, not left empty
+    blur = [m.filt for m in fast["asl-tresnet-l"].modules() if hasattr(m, "filt")]
+    ref_blur = [m.filt for m in plain["asl-tresnet-l"].modules() if hasattr(m, "filt")]
+    assert blur and len(blur) == len(ref_blur) and all(torch.equal(a, b) for a, b in zip(blur, ref_blur))
+    # load_teacher gives the trained teacher's classifier head too
+    model, _ = load_teacher(tmp_path / "t.pt")
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), small(x))
+
+
+def test_legacy_format_weight_files_still_load(tmp_path):
+    """Files written without torch's zip format cannot be memory-mapped: read whole instead."""
+    from inpaintbench.train.teacher import load_teacher
+
+    net = TeacherCNN(2, [4, 4, 4, 4])
+    path = tmp_path / "legacy.pt"
+    state = {"format": "inpaintbench-teacher/1", "arch": "teacher_cnn", "args": {"num_labels": 2, "widths": [4, 4, 4, 4]},
+             "labels": ["a", "b"], "state_dict": net.state_dict(), "metrics": {}}
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    model, _ = load_teacher(path)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in net.state_dict().items())

@@ -45,7 +45,7 @@ from torch import nn
 
 from ..errors import InpaintBenchError
 from ..train.perceptual import build_backbone
-from ..train.teacher import TEACHER_KINDS, teacher_for
+from ..train.teacher import TEACHER_KINDS, LazyTeacher, drop_teacher_keys, lazy_teacher_for
 from .base import BuildContext, InpaintModel, StepOutput, composite
 from .layers.sahn_discriminator import MaskGuidedDiscriminator, discriminator_loss, generator_adversarial_loss
 from .layers.spade import SPADEResBlock
@@ -285,11 +285,14 @@ def _frozen(module: nn.Module):
 
 
 class SAHN(InpaintModel):
-    def __init__(self, generator: SAHNGenerator, teacher: nn.Module, discriminator: nn.Module,
+    def __init__(self, generator: SAHNGenerator, teacher: nn.Module | LazyTeacher, discriminator: nn.Module,
                  backbone: nn.Module | None, loss: dict | None = None):
         super().__init__()
         self.generator = generator
-        self.teacher = teacher
+        # P supervises L_prior only (Eq. 19): built on first training use, never for inference, and
+        # no sub-module (no teacher weights in the state dict; old checkpoints' are dropped)
+        self.teacher_source = teacher if isinstance(teacher, LazyTeacher) else LazyTeacher.of(teacher)
+        self.register_load_state_dict_pre_hook(drop_teacher_keys)
         # registered as `disc`: the base class's class attribute `discriminator = None` would
         # shadow a sub-module stored under that name (nn.Module keeps those in _modules)
         self.disc = discriminator
@@ -317,6 +320,20 @@ class SAHN(InpaintModel):
         if value is not None:
             self.disc = value
 
+    @property
+    def teacher(self) -> nn.Module:
+        """The frozen teacher P, loaded (once) on first access, on the generator's device."""
+        return self.teacher_source.get(next(self.generator.parameters()).device)
+
+    def train(self, mode: bool = True):
+        """Training mode loads the teacher first, so missing weights stop a run before its first step."""
+        if mode:
+            self.teacher  # noqa: B018 (loads it)
+        return super().train(mode)
+
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        self.teacher  # noqa: B018 (the trainer calls this before the first step: load P there)
+
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.generator(image_in, mask)[0]
 
@@ -324,7 +341,7 @@ class SAHN(InpaintModel):
         """F_goal^n = P(I'_full), I'_full the ×2 (bilinear) upsampled full image."""
         with torch.no_grad():
             up = F.interpolate(image, scale_factor=2, mode="bilinear", align_corners=False)
-            return [f.detach() for f in self.teacher(up)]
+            return [f.detach() for f in self.teacher_source.get(image.device)(up)]
 
     def perceptual(self, pred: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """Eq. 16: Σ_i η_i ‖φ_i(I_out) − φ_i(I_full)‖₁ (mean per layer)."""
@@ -387,6 +404,6 @@ def build_discriminator(args: dict) -> MaskGuidedDiscriminator:
 @register("sahn")
 def build(args: dict, loss: dict, ctx: BuildContext) -> SAHN:
     a = resolve_args(args)
-    teacher = teacher_for(ctx, a["teacher"], a["teacher_allow_download"])
+    teacher = lazy_teacher_for(ctx, a["teacher"], a["teacher_allow_download"])  # channels only, no weights
     generator = build_generator(a, teacher.channels)
     return SAHN(generator, teacher, build_discriminator(a), build_backbone(ctx.perceptual, ctx), loss)

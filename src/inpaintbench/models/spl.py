@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InpaintBenchError
-from ..train.teacher import TEACHER_KINDS, teacher_for
+from ..train.teacher import TEACHER_KINDS, LazyTeacher, drop_teacher_keys, lazy_teacher_for
 from .base import BuildContext, InpaintModel, StepOutput
 from .layers.edge_blocks import PatchDiscriminator
 from .layers.semantic_prior import (LearnableRegionNorm, RegionNorm, ReflectResBlock, ResidualDenseTrunk,
@@ -190,11 +190,14 @@ class SemanticPriorInpainter(InpaintModel):
     """SPL/SPN training: generator (pred, priors), frozen teacher targets, PatchGAN, the losses above.
     ``goal_scales`` picks which of the teacher's three maps (h, h/2, h/4) the priors learn."""
 
-    def __init__(self, generator: nn.Module, teacher: nn.Module, discriminator: nn.Module, goal_scales: list[int],
-                 loss: dict | None = None, name: str = "SPL"):
+    def __init__(self, generator: nn.Module, teacher: nn.Module | LazyTeacher, discriminator: nn.Module,
+                 goal_scales: list[int], loss: dict | None = None, name: str = "SPL"):
         super().__init__()
         self.generator = generator
-        self.teacher = teacher
+        # the teacher supervises the prior loss only (Sec. 3.1): built on first training use, never
+        # for inference, and no sub-module (no teacher weights in the state dict; old ones dropped)
+        self.teacher_source = teacher if isinstance(teacher, LazyTeacher) else LazyTeacher.of(teacher)
+        self.register_load_state_dict_pre_hook(drop_teacher_keys)
         self.discriminator = discriminator
         self.goal_scales = list(goal_scales)
         loss = dict(loss or {})
@@ -209,12 +212,27 @@ class SemanticPriorInpainter(InpaintModel):
         self.hole_weight = float(loss.get("rec_hole_weight", DEFAULT_LOSS["rec_hole_weight"]))
         self.alpha = float(loss.get("prior_alpha", DEFAULT_LOSS["prior_alpha"]))
 
+    @property
+    def teacher(self) -> nn.Module:
+        """The frozen teacher, loaded (once) on first access, on the generator's device."""
+        return self.teacher_source.get(next(self.generator.parameters()).device)
+
+    def train(self, mode: bool = True):
+        """Training mode loads the teacher first, so missing weights stop a run before its first step."""
+        if mode:
+            self.teacher  # noqa: B018 (loads it)
+        return super().train(mode)
+
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        self.teacher  # noqa: B018 (the trainer calls this before the first step: load the teacher there)
+
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.generator(image_in, mask)[0]
 
     def teacher_goals(self, image: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
-            feats = self.teacher(F.interpolate(image, scale_factor=2, mode="bilinear", align_corners=False))
+            up = F.interpolate(image, scale_factor=2, mode="bilinear", align_corners=False)
+            feats = self.teacher_source.get(image.device)(up)
             return [feats[s].detach() for s in self.goal_scales]
 
     def generator_losses(self, image: torch.Tensor, mask: torch.Tensor) -> StepOutput:
@@ -256,6 +274,6 @@ def build_generator(args: dict, teacher_channels: list[int]) -> SPLGenerator:
 @register("spl")
 def build(args: dict, loss: dict, ctx: BuildContext) -> SemanticPriorInpainter:
     a = resolve_args(args, DEFAULT_ARGS, "SPL")
-    teacher = teacher_for(ctx, a["teacher"], a["teacher_allow_download"])
+    teacher = lazy_teacher_for(ctx, a["teacher"], a["teacher_allow_download"])  # channels only, no weights
     generator = build_generator(a, teacher.channels)
     return SemanticPriorInpainter(generator, teacher, PatchDiscriminator(3, a["disc_base"]), [2], loss, "SPL")

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InpaintBenchError
-from ..train.teacher import teacher_for
+from ..train.teacher import lazy_teacher_for
 from .base import BuildContext
 from .layers.edge_blocks import PatchDiscriminator
 from .layers.semantic_prior import ReflectResBlock, SPADEResBlock, SPADEUpBlock, reflect_conv
@@ -105,6 +105,6 @@ def build_generator(args: dict, teacher_channels: list[int]) -> SPNGenerator:
 @register("spn")
 def build(args: dict, loss: dict, ctx: BuildContext) -> SemanticPriorInpainter:
     a = resolve_args(args, DEFAULT_ARGS, "SPN")
-    teacher = teacher_for(ctx, a["teacher"], a["teacher_allow_download"])
+    teacher = lazy_teacher_for(ctx, a["teacher"], a["teacher_allow_download"])  # channels only, no weights
     generator = build_generator(a, teacher.channels)
     return SemanticPriorInpainter(generator, teacher, PatchDiscriminator(3, a["disc_base"]), [0, 1, 2], loss, "SPN")

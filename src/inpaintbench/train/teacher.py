@@ -27,7 +27,16 @@ The teacher is chosen per experiment in params.yaml (``teacher: {kind: ...}``; t
   StreetView has none, and asking for it there is an error naming the alternatives.
 
 A missing weight file is an `InpaintBenchError` naming the file, its URL and the folder, unless
-``allow_download: true``. `register_backbone("teacher")` also offers the trained teacher's three
+``allow_download: true``.
+
+The teacher only supervises training losses, so a model holds it as a `LazyTeacher`: the
+generator is built from `teacher_channels` (a static table for the released teachers, the
+checkpoint's saved args — or the params' ``teacher.widths`` when the file is absent — for
+``trained``), and the weights are read only when training asks for the targets (evaluation and
+inference never load them; the teacher is no sub-module, so it is in no state dict either).
+Loading builds the network on the ``meta`` device (no random initialisation) and assigns the
+memory-mapped file's tensors (`assign_state_dict`); the outputs equal those of the plain
+build-then-copy path. `register_backbone("teacher")` also offers the trained teacher's three
 feature maps as the perceptual-loss backbone (params ``perceptual: {backbone: teacher}``).
 """
 from __future__ import annotations
@@ -68,6 +77,9 @@ DEFAULT_TEACHER_CFG = {
     "hflip": True,
     "num_workers": 0,
 }
+# channels of the three taps of the released teachers (ResNet50Taps, TResNetTaps): what the
+# generator's prior heads need, known without loading any weights
+STATIC_CHANNELS = {"imagenet-resnet50": [64, 256, 512], "asl-tresnet-l": [76, 76, 152]}
 
 
 class _Normalize(nn.Module):
@@ -215,16 +227,54 @@ def convert_asl_tresnet(checkpoint: dict, target_keys: set[str], where: str = "t
     return out
 
 
+def load_weights(path: str | Path):
+    """torch.load of a weight file, memory-mapped (only the pages used are read) where the file is
+    in the zip format torch.save has written since 1.6; a legacy file is read whole."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assign_state_dict(net: nn.Module, state: dict, where: str = "the state dict") -> nn.Module:
+    """Load `state` (strict) into `net` built on the ``meta`` device: the file's tensors become the
+    parameters and buffers (cast to the skeleton's dtype), so no random initialisation is ever
+    computed nor copied over. Non-persistent buffers, which no state dict holds (timm's BlurPool2d
+    filter), are filled by the module's own ``_init_buffers`` (timm's convention for meta builds)."""
+    like = dict(net.state_dict(keep_vars=True))
+    cast = {k: (v.to(like[k].dtype) if k in like and v.dtype != like[k].dtype and v.is_floating_point() else v)
+            for k, v in state.items()}
+    net.load_state_dict(cast, strict=True, assign=True)
+    for module in net.modules():
+        empty = [n for n, b in module._buffers.items() if b is not None and b.is_meta]
+        if not empty:
+            continue
+        init = getattr(module, "_init_buffers", None)
+        if init is None:
+            raise InpaintBenchError(f"{where}: {type(module).__name__} keeps buffers {empty} outside its state dict "
+                                    f"and has no _init_buffers to compute them")
+        for n in empty:
+            module._buffers[n] = torch.empty_like(module._buffers[n], device="cpu")
+        init()
+    left = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if left:
+        raise InpaintBenchError(f"{where} leaves {len(left)} tensors of the network unset, e.g. {left[:3]}")
+    return net
+
+
 def load_asl_tresnet(path: str | Path) -> TResNetTaps:
     """The ASL OpenImages TResNet-L (file `path`) as the three-tap teacher."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_weights(path)
     except Exception as exc:  # corrupt or truncated download
         raise InpaintBenchError(f"cannot read the ASL TResNet-L checkpoint {path}: {exc}. Delete it and put a "
                                 f"fresh copy of {ASL_TRESNET_L_URL} there.") from exc
-    net = _tresnet_l(num_classes=0)
+    with torch.device("meta"):
+        net = _tresnet_l(num_classes=0)
     body_keys = {k for k in net.state_dict() if k.startswith("body.")}
-    net.load_state_dict(convert_asl_tresnet(checkpoint, body_keys, str(path)), strict=True)
+    assign_state_dict(net, convert_asl_tresnet(checkpoint, body_keys, str(path)), str(path))
     return TResNetTaps(net)
 
 
@@ -271,36 +321,126 @@ def load_teacher(path: str | Path) -> tuple[TeacherCNN, dict]:
     if not path.exists():
         raise InpaintBenchError(f"teacher checkpoint {path} does not exist; run the teacher step "
                                 f"(`inpaintbench teacher ...`) first.")
+    state = _read_teacher_state(path)
+    with torch.device("meta"):
+        model = TeacherCNN(**state["args"])
+    assign_state_dict(model, state["state_dict"], str(path))
+    return model, state
+
+
+def _read_teacher_state(path: Path) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights(path)
     except Exception as exc:  # torch raises several types for corrupt files
         raise InpaintBenchError(f"cannot read teacher checkpoint {path}: {exc}. Delete it and re-run the teacher step.") from exc
     if not isinstance(state, dict) or state.get("format") != TEACHER_FORMAT:
         raise InpaintBenchError(f"{path} is not an inpaintbench teacher checkpoint ({TEACHER_FORMAT}); "
                                 f"re-run the teacher step.")
-    model = TeacherCNN(**state["args"])
-    model.load_state_dict(state["state_dict"])
-    return model, state
+    return state
+
+
+def _trained_path(ctx=None, path: str | None = None) -> str:
+    path = path or (getattr(ctx, "artifacts", None) or {}).get("teacher")
+    if not path:
+        raise InpaintBenchError(
+            "the trained teacher is chosen but no teacher checkpoint was given: add "
+            "`requires: [teacher]` to the model in params.yaml (the workflow then trains it), "
+            f"or choose {ALTERNATIVES}.")
+    return str(path)
+
+
+def teacher_channels(kind: str, ctx=None, path: str | None = None) -> list[int]:
+    """The channels of the teacher's three taps without loading its weights: a static table for
+    the released teachers; for ``trained``, the widths saved in its checkpoint (its pickled args,
+    read memory-mapped: no tensor data) or, when that file is absent (evaluation on a machine that
+    has the model checkpoint only), the params' ``teacher.widths`` it is trained with."""
+    kind = _ALIASES.get(kind, kind)
+    if kind in STATIC_CHANNELS:
+        return list(STATIC_CHANNELS[kind])
+    if kind != "trained":
+        raise InpaintBenchError(f"unknown teacher kind {kind!r}; choose one of {', '.join(TEACHER_KINDS)}")
+    file = Path(_trained_path(ctx, path))
+    if file.exists():
+        widths = (_read_teacher_state(file).get("args") or {}).get("widths")
+    else:
+        widths = {**DEFAULT_TEACHER_CFG, **(getattr(ctx, "teacher", None) or {})}["widths"]
+    if not isinstance(widths, (list, tuple)) or len(widths) != 4:
+        raise InpaintBenchError(f"teacher widths must have 4 entries, got {widths!r} ({file})")
+    return [int(w) for w in widths[:3]]
+
+
+class LazyTeacher:
+    """The frozen teacher a model's training losses need, built on first `get` (once) and never
+    before: the generator needs only `channels`. Deliberately no nn.Module, so it is neither a
+    sub-module of the model nor in its state dict (checkpoints hold no teacher weights), and
+    ``model.to`` does not move it (`get(device)` does)."""
+
+    def __init__(self, kind: str, ctx=None, allow_download: bool = False, path: str | None = None,
+                 module: FrozenTeacher | None = None):
+        self.kind = _ALIASES.get(kind, kind)
+        self.allow_download = bool(allow_download)
+        self.path = _trained_path(ctx, path) if self.kind == "trained" and module is None else path
+        self.channels = list(module.channels) if module is not None else \
+            teacher_channels(self.kind, ctx, self.path)
+        self._module = module
+
+    @classmethod
+    def of(cls, module: nn.Module) -> "LazyTeacher":
+        """An already built teacher (any module with ``channels`` returning three feature maps)."""
+        return cls(getattr(module, "kind", "trained"), module=module)
+
+    @property
+    def loaded(self) -> bool:
+        return self._module is not None
+
+    def get(self, device: torch.device | str | None = None) -> nn.Module:
+        if self._module is None:
+            module = build_teacher(self.kind, allow_download=self.allow_download, path=self.path)
+            if list(module.channels) != self.channels:
+                raise InpaintBenchError(
+                    f"the {self.kind} teacher ({self.path or self.kind}) has tap channels {module.channels}, but the "
+                    f"model was built for {self.channels} (the params' teacher.widths): re-run the teacher step")
+            self._module = module
+        if device is not None:
+            current = next(iter([*self._module.parameters(), *self._module.buffers()]), None)
+            if current is not None and current.device != torch.device(device):
+                self._module.to(device)
+        return self._module
+
+
+def drop_teacher_keys(module, state_dict, prefix, *_):
+    """load_state_dict pre-hook of SAHN/SPL/SPN: checkpoints written while the teacher was a
+    sub-module hold its weights under ``teacher.``; they are not the model's, so they are dropped
+    (the teacher is always rebuilt from its own file)."""
+    for key in [k for k in state_dict if k.startswith(prefix + "teacher.")]:
+        del state_dict[key]
+
+
+def lazy_teacher_for(ctx=None, override: str | None = None, allow_download: bool | None = None) -> LazyTeacher:
+    """The teacher a model's BuildContext asks for (SAHN, SPL and SPN), not loaded yet."""
+    choice = teacher_choice(ctx, override)
+    allow = choice["allow_download"] if allow_download is None else bool(allow_download)
+    return LazyTeacher(choice["kind"], ctx, allow_download=allow)
 
 
 def build_teacher(kind: str, ctx=None, allow_download: bool = False, path: str | None = None) -> FrozenTeacher:
     """The frozen teacher P of `kind` (see the module docstring)."""
     kind = _ALIASES.get(kind, kind)
     if kind == "trained":
-        path = path or (getattr(ctx, "artifacts", None) or {}).get("teacher")
-        if not path:
-            raise InpaintBenchError(
-                "the trained teacher is chosen but no teacher checkpoint was given: add "
-                "`requires: [teacher]` to the model in params.yaml (the workflow then trains it), "
-                f"or choose {ALTERNATIVES}.")
-        model, state = load_teacher(path)
+        model, state = load_teacher(_trained_path(ctx, path))
         return FrozenTeacher(model, "trained", state["labels"])
     if kind == "imagenet-resnet50":
         from torchvision.models import resnet50
 
         file = cached_weights(RESNET50_FILE, RESNET50_URL, allow_download, "ResNet-50 (ImageNet) teacher")
-        net = resnet50(weights=None)
-        net.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
+        try:
+            state = load_weights(file)
+        except Exception as exc:  # corrupt or truncated download
+            raise InpaintBenchError(f"cannot read the ResNet-50 checkpoint {file}: {exc}. Delete it and put a "
+                                    f"fresh copy of {RESNET50_URL} there.") from exc
+        with torch.device("meta"):
+            net = resnet50(weights=None)
+        assign_state_dict(net, state, str(file))
         return FrozenTeacher(ResNet50Taps(net), "imagenet-resnet50")
     if kind == "asl-tresnet-l":
         file = cached_weights(ASL_TRESNET_L_FILE, ASL_TRESNET_L_URL, allow_download,
