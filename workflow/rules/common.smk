@@ -140,11 +140,14 @@ def train_targets(experiments):
 
 
 def eval_targets(experiments):
+    """Every (run, model) metrics file: the experiment's models on each run, plus a run's own
+    released checkpoints (runs[i].released) on that run only, when their files are present
+    (Params.run_models); released entries are evaluated, never trained."""
     out = []
     for e in experiments:
         exp = PARAMS.experiment(e)
         for run in exp["runs"]:
-            out += [str(paths.metrics_csv(e, run["train"], m)) for m in exp["models"]]
+            out += [str(paths.metrics_csv(e, run["train"], m)) for m in PARAMS.run_models(e, run["train"])]
     return out
 
 

@@ -109,9 +109,10 @@ def feature_pairs(params, experiment: str, models: list[str], bucket_order: list
     resamples = int(dict(params.raw.get("fid") or {}).get("ci_resamples", 200))
     rows = []
     for run in params.experiment(experiment)["runs"]:
+        evaluated = set(params.run_models(experiment, run["train"]))  # a run's released entries: that run only
         for dataset in run["eval"]:
             feats = {}
-            for m in models:
+            for m in [m for m in models if m in evaluated]:
                 f = paths.result_dir(experiment, run["train"], m) / f"features_{dataset}.npz"
                 if f.exists():
                     with np.load(f) as z:
@@ -136,14 +137,24 @@ def feature_pairs(params, experiment: str, models: list[str], bucket_order: list
     return pd.DataFrame(rows, columns=PAIRED_FIELDS)
 
 
+def evaluated_models(params, experiment: str) -> list[str]:
+    """The experiment's models (with its present `released`), then every run's own present
+    released checkpoints (config.Params.run_released), in that order: the model order of the
+    summary's paired comparisons and of the report."""
+    exp = params.experiment(experiment)
+    extra = [m for run in exp["runs"] for m in params.run_released(experiment, run["train"])]
+    return list(dict.fromkeys([*exp["models"], *extra]))
+
+
 def aggregate_experiment(params, experiment: str) -> Path:
     from ..evaluate import bootstrap_settings
 
     exp = params.experiment(experiment)
     settings = bootstrap_settings(params)
     frames, fids = [], []
+    models = evaluated_models(params, experiment)
     for run in exp["runs"]:
-        for model in exp["models"]:
+        for model in params.run_models(experiment, run["train"]):  # a run's own released entries: that run only
             f = paths.metrics_csv(experiment, run["train"], model)
             if not f.exists():
                 raise InpaintBenchError(f"{f} is missing; run the evaluate step for {model} first")
@@ -153,8 +164,8 @@ def aggregate_experiment(params, experiment: str) -> Path:
                 fids.append(read_frame(fid))
     per_image = pd.concat(frames, ignore_index=True)
     buckets = [b.label for b in params.buckets(experiment)]
-    summary, paired = _stats(per_image, list(exp["models"]), buckets, settings, pairs=True)
-    feature_rows = feature_pairs(params, experiment, list(exp["models"]), buckets, settings)
+    summary, paired = _stats(per_image, models, buckets, settings, pairs=True)
+    feature_rows = feature_pairs(params, experiment, models, buckets, settings)
     if not feature_rows.empty:
         paired = pd.concat([paired, feature_rows], ignore_index=True)
     fids = [f.reindex(columns=SUMMARY_FIELDS) for f in fids if not f.empty]

@@ -14,6 +14,7 @@ import pandas as pd
 from .. import paths
 from ..io import load_image, read_csv, write_json, write_text
 from . import cost, plots, tables
+from .aggregate import evaluated_models
 from .paper_tables import metric_definitions
 
 METRICS = ["psnr", "ssim", "l1", "l1_hole", "lpips", "fid", "kid"]
@@ -91,11 +92,13 @@ def build_experiment(params, experiment: str) -> dict:
     out_dir = paths.report_dir(experiment)
     summary = pd.read_csv(paths.summary_csv(experiment))
     buckets = [b.label for b in params.buckets(experiment)] + ["all"]
-    models = exp["models"]
+    released_of = {run["train"]: params.run_released(experiment, run["train"]) for run in exp["runs"]}
+    models = evaluated_models(params, experiment)  # a run's own released checkpoints after the experiment's models
     labels = _labels(params, models)
     datasets = list(dict.fromkeys(ds for run in exp["runs"] for ds in run["eval"]))
     metrics = [m for m in METRICS if m in set(summary["metric"])]
     md_by_ds = tables.write_experiment_tables(summary, out_dir, experiment, models, buckets, metrics, datasets, labels,
+                                               models_of=_models_of(exp, released_of),
                                                **tables.statistics(params, experiment))  # CIs, paired tests (H5)
     fid = _fid_status(experiment, exp)
     eff, eff_md = _efficiency(experiment, out_dir)
@@ -107,11 +110,16 @@ def build_experiment(params, experiment: str) -> dict:
     for spec in exp.get("tables", []):
         spec = dict(spec)
         name = spec.pop("name")
+        extra = _released_rows(params, spec, name, exp, released_of, summary)
+        if extra:  # a run's released checkpoints, scored on this table's datasets: extra rows under their labels
+            spec["methods"] = {**spec["methods"], **extra}
         pt = build_paper_table(full, spec, name, **tables.paper_statistics(params, experiment))
         write_paper_table(pt, out_dir / "paper_tables", name)
         paper_md[name] = to_markdown(pt)
         paper_data[name] = paper_table_data(pt)  # what the HTML page renders (no Markdown)
         note = _substitutes_note(params, experiment, spec.get("methods", {}))
+        if extra:
+            note = " ".join(t for t in (note, _released_note(params, experiment, extra)) if t)
         if "inference_ms" in spec.get("metrics", []):
             note = " ".join(t for t in (note, _timing_note(eff, spec.get("methods", {}))) if t)
         substitutes[name] = note
@@ -122,7 +130,8 @@ def build_experiment(params, experiment: str) -> dict:
             md_file = out_dir / "paper_tables" / f"{name}.md"
             if md_file.exists():
                 write_text(md_file, md_file.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + md_note + "\n")
-    figures = _figures(params, experiment, exp, summary, models, labels, buckets, metrics, out_dir / "figures")
+    figures = _figures(params, experiment, exp, summary, models, labels, buckets, metrics, out_dir / "figures",
+                       released_of)
     info = {"experiment": experiment, "description": exp.get("description", ""), "datasets": datasets,
             "figures": [[str(p.relative_to(paths.REPORTS)), cap] for p, cap in figures],
             "tables": {ds: md for ds, md in md_by_ds.items()}, "paper_tables": paper_md,
@@ -136,6 +145,57 @@ def build_experiment(params, experiment: str) -> dict:
     write_text(out_dir / "cost.md", cost.cost_markdown(info["cost"]))
     write_json(out_dir / "report.json", info)
     return info
+
+
+def _models_of(exp: dict, released_of: dict[str, list[str]]) -> dict[str, list[str]]:
+    """{evaluation dataset: the experiment's models, then the released checkpoints of the runs that
+    evaluate it} (`released_of`: {train: that run's present released entries})."""
+    out: dict[str, list[str]] = {}
+    for run in exp["runs"]:
+        for ds in run["eval"]:
+            out[ds] = list(dict.fromkeys([*out.get(ds, exp["models"]), *released_of.get(run["train"], [])]))
+    return out
+
+
+def _released_rows(params, spec: dict, name: str, exp: dict, released_of: dict[str, list[str]],
+                   summary: pd.DataFrame) -> dict[str, str]:
+    """The extra rows of a paper table, {model: label}: the released checkpoints of the runs whose
+    evaluation datasets the table shows (and whose training set its `train` names, if any), those
+    the summary has scores of there. None for an ablation table (its improvement rows compare the
+    variants of one model with their baseline) or a table without datasets (efficiency)."""
+    from .paper_tables import parse_spec
+
+    parsed = parse_spec(spec, name)
+    if parsed.kind == "ablation":
+        return {}
+    rows: dict[str, str] = {}
+    for run in exp["runs"]:
+        shown = [ds for ds in run["eval"] if ds in parsed.datasets]
+        if isinstance(parsed.train, dict):
+            shown = [ds for ds in shown if parsed.train.get(ds) == run["train"]]
+        elif parsed.train is not None and parsed.train != run["train"]:
+            shown = []
+        for m in released_of.get(run["train"], []) if shown else []:
+            scored = summary[(summary["model"] == m) & (summary["train"].astype(str) == run["train"])
+                             & summary["dataset"].isin(shown) & summary["metric"].isin(parsed.metrics)]
+            if m not in parsed.methods and not scored.empty:
+                rows[m] = params.model(m).get("label", m)
+    return rows
+
+
+def _released_note(params, experiment: str, rows: dict[str, str]) -> str:
+    """What a paper table's released rows are: the authors' checkpoints, scored on the same pairs,
+    not trained here; their training set and resolution (weights.trained_on / resolution)."""
+    size = int(params.experiment(experiment)["size"])
+    parts = []
+    for m, label in rows.items():
+        w = params.model(m)["weights"]
+        res = w.get("resolution")
+        where = ", ".join(x for x in (f"trained on {w['trained_on']}" if w.get("trained_on") else "",
+                                      f"at {res} px, run here at {size} px" if res and int(res) != size else "") if x)
+        parts.append(f"{label}" + (f" ({where})" if where else ""))
+    return ("Released checkpoints of the official code, scored on the same pairs and never trained here: "
+            + "; ".join(parts) + ".")
 
 
 def _substitutes_note(params, experiment: str, methods) -> str:
@@ -194,8 +254,10 @@ def _model_info(params, experiment, exp, model) -> dict:
     return info
 
 
-def _figures(params, experiment, exp, summary, models, labels, buckets, metrics, fig_dir: Path) -> list:
-    """Every figure of an experiment as (path, caption); captions say what the panels show."""
+def _figures(params, experiment, exp, summary, models, labels, buckets, metrics, fig_dir: Path,
+             released_of: dict[str, list[str]] | None = None) -> list:
+    """Every figure of an experiment as (path, caption); captions say what the panels show. A run's
+    own released checkpoints (`released_of`, {train: models}) appear in that run's figures only."""
     figures = []
     learned = [m for m in models if params.is_learned(m)]
     order = [labels[m] for m in models]  # one style per method across all figures
@@ -231,13 +293,14 @@ def _figures(params, experiment, exp, summary, models, labels, buckets, metrics,
                                  LOSS_PANELS[group][1], order=order)
                 figures.append((f, f"{title}: one panel per loss term (each term on its own axis), the mean over each "
                                    "epoch, one line per model of the family."))
+        run_models = [m for m in models if m in exp["models"] or m in (released_of or {}).get(run["train"], [])]
         for ds in run["eval"]:
             f = fig_dir / f"metric_vs_bucket_{ds}.png"
-            plots.metric_vs_bucket(summary, ds, models, buckets[:-1], metrics, f, f"{experiment}: {ds}", labels)
+            plots.metric_vs_bucket(summary, ds, run_models, buckets[:-1], metrics, f, f"{experiment}: {ds}", labels)
             figures.append((f, f"Mean of each metric per hole-ratio bucket on {ds} (test pairs), one line per method; "
                                "each y-axis gives the metric's unit (PSNR and SSIM: higher is better; L1: lower is better)."))
             f = fig_dir / f"samples_{ds}.png"
-            shown = _sample_grid(params, experiment, run["train"], ds, models, labels, f)
+            shown = _sample_grid(params, experiment, run["train"], ds, run_models, labels, f)
             figures.append((f, f"Qualitative samples on {ds}: one test pair per hole-ratio bucket (the one whose image "
                                "shows the most content: highest pixel standard deviation among images neither nearly "
                                "black nor white), its input with the holes in white, each method's result, the ground "
@@ -562,7 +625,7 @@ def _dvc_metrics_and_plots(params, experiments: list[str]) -> None:
     for e in experiments:
         exp = params.experiment(e)
         main_ds = exp["runs"][0]["eval"][0]
-        labels = _labels(params, exp["models"])
+        labels = _labels(params, evaluated_models(params, e))  # with the runs' own released checkpoints
         summary = pd.read_csv(paths.summary_csv(e))
         sel = summary[(summary["bucket"] == "all") & (summary["dataset"] == main_ds) & summary["metric"].isin(HEADLINE)]
         for r in sel.itertuples():

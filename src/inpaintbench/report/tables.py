@@ -273,13 +273,15 @@ def to_records(data: dict, experiment: str) -> list[dict]:
 def write_experiment_tables(summary: pd.DataFrame, out_dir: Path, experiment: str, models: list[str],
                             buckets: list[str], metrics: list[str], datasets: list[str], labels: dict[str, str],
                             *, paired: pd.DataFrame | None = None, reference: str | None = None, alpha: float = 0.05,
-                            ci: str = "") -> dict[str, str]:
+                            ci: str = "", models_of: dict[str, list[str]] | None = None) -> dict[str, str]:
     """Write table.md / table.tex / table.csv and the table data (table.json, {dataset: data}) for
-    one experiment; returns {dataset: markdown}."""
+    one experiment; returns {dataset: markdown}. ``models_of``: the rows of a dataset's table where
+    they differ from ``models`` (a run's own released checkpoints are shown on its datasets only)."""
     out_dir = Path(out_dir)
     md_parts, tex_parts, md_by_ds, all_data, records = [f"# {experiment}: comparison\n"], [], {}, {}, []
     for ds in datasets:
-        data = table_data(summary, ds, models, buckets, metrics, labels, paired=paired, reference=reference, alpha=alpha, ci=ci)
+        rows = (models_of or {}).get(ds, models)
+        data = table_data(summary, ds, rows, buckets, metrics, labels, paired=paired, reference=reference, alpha=alpha, ci=ci)
         all_data[ds] = data
         md = to_markdown(data) + "\n\n" + data["caption"]
         md_by_ds[ds] = md
