@@ -33,7 +33,7 @@ rule report:
             labels={"experiment": "{experiment}", "table": "{name}"},
         ),
     params:
-        spec=lambda w: PARAMS.section_hash("perceptual", "teacher", "fid", "lpips", "evaluation", extra=[PARAMS.experiment(w.experiment), {m: PARAMS.model(m).get("label") for m in PARAMS.experiment(w.experiment)["models"]}]),
+        spec=lambda w: PARAMS.section_hash("perceptual", "teacher", "fid", "lpips", "evaluation", extra=[PARAMS.experiment(w.experiment), {m: PARAMS.model(m).get("label") for r in PARAMS.experiment(w.experiment)["runs"] for m in PARAMS.run_models(w.experiment, r["train"])}]),
     log:
         "logs/report/{experiment}.log",
     conda:
