@@ -151,3 +151,19 @@ def test_old_checkpoints_with_teacher_weights_still_load(tmp_path, arch):
     assert not again.teacher_source.loaded
     image, mask = rand_box_batch(1, 32)
     assert torch.equal(again.inpaint(image, mask), model.inpaint(image, mask))
+
+
+def test_teacher_follows_the_generator_memory_format(tmp_path):
+    """``training.channels_last`` converts the model before the first step; the teacher built
+    there is converted too (as it was when it was a sub-module), and gives the same targets."""
+    path = save_random_teacher(tmp_path / "teacher.pt", [8, 16, 32, 64])
+    ctx = BuildContext(image_size=32, perceptual={"backbone": "none"}, artifacts={"teacher": str(path)})
+    image, _ = rand_box_batch(2, 32)
+    plain = registry.build("sahn", {}, {}, ctx)
+    nhwc = registry.build("sahn", {}, {}, ctx).to(memory_format=torch.channels_last)
+    nhwc.train()
+    conv = nhwc.teacher.net.stage2[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert plain.teacher.net.stage2[0].weight.is_contiguous()
+    for a, b in zip(nhwc.teacher_features(image), plain.teacher_features(image)):
+        assert torch.allclose(a, b, atol=1e-5)

@@ -323,7 +323,7 @@ class SAHN(InpaintModel):
     @property
     def teacher(self) -> nn.Module:
         """The frozen teacher P, loaded (once) on first access, on the generator's device."""
-        return self.teacher_source.get(next(self.generator.parameters()).device)
+        return self.teacher_source.get(next(self.generator.parameters()).device, like=self.generator)
 
     def train(self, mode: bool = True):
         """Training mode loads the teacher first, so missing weights stop a run before its first step."""
@@ -341,7 +341,7 @@ class SAHN(InpaintModel):
         """F_goal^n = P(I'_full), I'_full the ×2 (bilinear) upsampled full image."""
         with torch.no_grad():
             up = F.interpolate(image, scale_factor=2, mode="bilinear", align_corners=False)
-            return [f.detach() for f in self.teacher_source.get(image.device)(up)]
+            return [f.detach() for f in self.teacher_source.get(image.device, like=self.generator)(up)]
 
     def perceptual(self, pred: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """Eq. 16: Σ_i η_i ‖φ_i(I_out) − φ_i(I_full)‖₁ (mean per layer)."""

@@ -215,7 +215,7 @@ class SemanticPriorInpainter(InpaintModel):
     @property
     def teacher(self) -> nn.Module:
         """The frozen teacher, loaded (once) on first access, on the generator's device."""
-        return self.teacher_source.get(next(self.generator.parameters()).device)
+        return self.teacher_source.get(next(self.generator.parameters()).device, like=self.generator)
 
     def train(self, mode: bool = True):
         """Training mode loads the teacher first, so missing weights stop a run before its first step."""
@@ -232,7 +232,7 @@ class SemanticPriorInpainter(InpaintModel):
     def teacher_goals(self, image: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
             up = F.interpolate(image, scale_factor=2, mode="bilinear", align_corners=False)
-            feats = self.teacher_source.get(image.device)(up)
+            feats = self.teacher_source.get(image.device, like=self.generator)(up)
             return [feats[s].detach() for s in self.goal_scales]
 
     def generator_losses(self, image: torch.Tensor, mask: torch.Tensor) -> StepOutput:

@@ -393,13 +393,18 @@ class LazyTeacher:
     def loaded(self) -> bool:
         return self._module is not None
 
-    def get(self, device: torch.device | str | None = None) -> nn.Module:
+    def get(self, device: torch.device | str | None = None, like: nn.Module | None = None) -> nn.Module:
+        """The teacher on `device`, built on the first call; `like` (the generator): a teacher built
+        while it is in channels-last memory format (``training.channels_last``, applied before the
+        first step) is converted too, as ``model.to(memory_format=...)`` converted a sub-module."""
         if self._module is None:
             module = build_teacher(self.kind, allow_download=self.allow_download, path=self.path)
             if list(module.channels) != self.channels:
                 raise InpaintBenchError(
                     f"the {self.kind} teacher ({self.path or self.kind}) has tap channels {module.channels}, but the "
                     f"model was built for {self.channels} (the params' teacher.widths): re-run the teacher step")
+            if like is not None and _channels_last(like):
+                module = module.to(memory_format=torch.channels_last)
             self._module = module
         if device is not None:
             current = next(iter([*self._module.parameters(), *self._module.buffers()]), None)
@@ -414,6 +419,11 @@ def drop_teacher_keys(module, state_dict, prefix, *_):
     (the teacher is always rebuilt from its own file)."""
     for key in [k for k in state_dict if k.startswith(prefix + "teacher.")]:
         del state_dict[key]
+
+
+def _channels_last(module: nn.Module) -> bool:
+    w = next((p for p in module.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1), None)
+    return w is not None and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
 
 
 def lazy_teacher_for(ctx=None, override: str | None = None, allow_download: bool | None = None) -> LazyTeacher:
