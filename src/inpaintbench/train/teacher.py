@@ -41,6 +41,7 @@ feature maps as the perceptual-loss backbone (params ``perceptual: {backbone: te
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
@@ -407,7 +408,7 @@ class LazyTeacher:
                 module = module.to(memory_format=torch.channels_last)
             self._module = module
         if device is not None:
-            current = next(iter([*self._module.parameters(), *self._module.buffers()]), None)
+            current = next(itertools.chain(self._module.parameters(), self._module.buffers()), None)
             if current is not None and current.device != torch.device(device):
                 self._module.to(device)
         return self._module
