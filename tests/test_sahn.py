@@ -83,6 +83,39 @@ def test_grid_sample_backend_matches_torchvision_with_offsets():
         assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("kw", [{}, {"stride": 2, "padding": 2, "dilation": 2}, {"bias": False}])
+def test_deform_weights_equal_torchvisions_deformconv2d(kw):
+    """DeformWeights (no torchvision import to build a model) holds the same keys and, for the same
+    seed, the same values as torchvision.ops.DeformConv2d, and computes the same function."""
+    from torchvision.ops import DeformConv2d
+
+    from inpaintbench.models.layers.sahn_deform import DeformWeights
+
+    torch.manual_seed(3)
+    ref = DeformConv2d(6, 5, 3, **{"padding": 1, **kw})
+    torch.manual_seed(3)
+    ours = DeformWeights(6, 5, 3, **{"padding": 1, **kw})
+    assert ref.state_dict().keys() == ours.state_dict().keys()
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, ours.state_dict()[k]), k
+    for a in ("stride", "padding", "dilation", "kernel_size", "in_channels", "out_channels", "groups"):
+        assert getattr(ours, a) == getattr(ref, a), a
+    x = torch.randn(2, 6, 9, 9)
+    oh = (9 + 2 * ref.padding[0] - ref.dilation[0] * 2 - 1) // ref.stride[0] + 1
+    offset = torch.randn(2, 18, oh, oh)
+    assert torch.equal(ours(x, offset), ref(x, offset))
+
+
+def test_building_sahn_does_not_import_torchvision(tmp_path):
+    import subprocess
+    import sys
+
+    probe = ("import sys; from inpaintbench.models.layers.sahn_deform import DeformableConv2d; "
+             "DeformableConv2d(4, 4, 3); print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "False"
+
+
 def test_spade_resblock_uses_deformable_convs_and_keeps_shape():
     torch.manual_seed(0)
     block = SPADEResBlock(6, 4, cond_channels=3, hidden=5)

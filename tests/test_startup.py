@@ -52,3 +52,13 @@ def test_table_labels_equal_the_published_frame():
             labels = table_labels(paper, table)
             for axis in ("dataset", "bucket", "method"):
                 assert labels[axis] == list(dict.fromkeys(pub[axis])), (paper, table, axis)
+
+
+def test_libyaml_parse_equals_the_pure_python_one():
+    import yaml
+
+    from inpaintbench.config import load_yaml
+
+    for f in (ROOT / "params.yaml", ROOT / "workflow" / "schemas" / "params.schema.yaml", ROOT / "tests" / "papers-smoke.yaml"):
+        text = f.read_text()
+        assert load_yaml(text) == yaml.load(text, Loader=yaml.SafeLoader), f

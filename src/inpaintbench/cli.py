@@ -243,7 +243,8 @@ def _params_names(argv: list[str] | None) -> dict[str, list[str]]:
     pre.add_argument("--params", default=os.environ.get("INPAINTBENCH_PARAMS") or "params.yaml")
     known, _ = pre.parse_known_args(argv)
     try:
-        raw = yaml.safe_load(open(known.params, encoding="utf-8"))
+        with open(known.params, encoding="utf-8") as fh:
+            raw = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: faster
     except Exception:
         raw = None
     raw = raw if isinstance(raw, dict) else {}

@@ -1,7 +1,10 @@
 """Deformable 3×3 convolution for SAHN's MSF blocks (SAHN Sec. 3.1, MSF point (3): "deformable
 convolution ... replacing the standard convolution used in SPADE").
 
-The weights live in a `torchvision.ops.DeformConv2d`; the sampling offsets (2 per kernel tap,
+The weights live in `DeformWeights`, which holds and initialises them exactly as
+`torchvision.ops.DeformConv2d` does (same keys, same values for the same seed: tested) without
+importing torchvision to build a model (that import pulls in torch._dynamo, ~2 s CPU per
+evaluate job); the sampling offsets (2 per kernel tap,
 torchvision's layout ``[dy_0, dx_0, dy_1, dx_1, ...]``) are predicted from the input by a plain
 3×3 convolution that starts at zero, so an untrained block is exactly a plain convolution.
 
@@ -28,6 +31,8 @@ but none of the built-in 64 px model's, where the recomputation would cost a sec
 forward per layer per step and the saved tensors are a few MB.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +79,38 @@ def _base_grid(kh: int, kw: int, ho: int, wo: int, h: int, w: int, stride: int, 
     return torch.stack([gx, gy], dim=-1)
 
 
+class DeformWeights(nn.Module):
+    """The weight and bias of a deformable convolution, laid out and initialised as
+    `torchvision.ops.DeformConv2d` (reset_parameters: Kaiming-uniform a=sqrt(5), bias uniform in
+    +-1/sqrt(fan_in)); calling it runs torchvision's deform_conv2d, as DeformConv2d does."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 dilation: int = 1, bias: bool = True):
+        super().__init__()
+        pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))  # noqa: E731
+        self.in_channels, self.out_channels, self.groups = cin, cout, 1
+        self.kernel_size, self.stride, self.padding, self.dilation = (pair(kernel_size), pair(stride),
+                                                                      pair(padding), pair(dilation))
+        self.weight = nn.Parameter(torch.empty(cout, cin, *self.kernel_size))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(cout))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
+            nn.init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+
+    def forward(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        from torchvision.ops import deform_conv2d
+
+        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                             dilation=self.dilation)
+
+
 class DeformableConv2d(nn.Module):
     """Deformable convolution whose offsets a zero-initialised plain convolution predicts."""
 
@@ -82,13 +119,9 @@ class DeformableConv2d(nn.Module):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"deformable conv backend {backend!r}; choose one of {BACKENDS}")
-        # torchvision imported here, not at module level: it pulls in torch._dynamo (~1.3 s CPU) for
-        # every model importing the SPADE layers, also those that never build a deformable layer
-        from torchvision.ops import DeformConv2d
-
         padding = dilation * (kernel_size - 1) // 2 if padding is None else padding
-        self.conv = DeformConv2d(cin, cout, kernel_size, stride=stride, padding=padding,
-                                 dilation=dilation, bias=bias)
+        self.conv = DeformWeights(cin, cout, kernel_size, stride=stride, padding=padding,
+                                  dilation=dilation, bias=bias)
         self.offset = nn.Conv2d(cin, 2 * kernel_size * kernel_size, kernel_size, stride=stride,
                                 padding=padding, dilation=dilation)
         nn.init.zeros_(self.offset.weight)
