@@ -18,6 +18,7 @@ A classical (non-learned) method subclasses `ClassicalModel` and implements ``in
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -87,6 +88,48 @@ class InpaintModel(nn.Module):
     def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
         return None
 
+    # ---- the perceptual/style-loss backbone (train/perceptual.py): lazy, training only ----------
+    def set_backbone(self, backbone) -> None:
+        """Hold the perceptual/style-loss network (a `LazyBackbone`, a built module, or None). It
+        serves training losses only: built on first training use (`train`, or a loss reading
+        ``self.backbone``), never for evaluation, inference or forward; no sub-module, so no state
+        dict holds it (the ``backbone.*`` entries of older checkpoints are dropped on load)."""
+        from ..train.perceptual import LazyBackbone, drop_backbone_keys
+
+        if isinstance(backbone, nn.Module):
+            backbone = LazyBackbone.of(backbone)
+        self.__dict__["backbone_source"] = backbone
+        if not self.__dict__.get("_drops_backbone_keys"):
+            self.register_load_state_dict_pre_hook(drop_backbone_keys)
+            self.__dict__["_drops_backbone_keys"] = True
+
+    @property
+    def backbone(self) -> nn.Module | None:
+        """The frozen perceptual backbone, built (once) on first access, on the model's device."""
+        if "backbone" in self._modules:  # a model that assigned a module to `self.backbone` itself
+            return self._modules["backbone"]
+        source = self.__dict__.get("backbone_source")
+        if source is None:
+            return None
+        first = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return source.get(first.device if first is not None else None, like=self)
+
+    @backbone.setter
+    def backbone(self, value) -> None:  # reached for non-modules (nn.Module.__setattr__ keeps modules)
+        self.set_backbone(value)
+
+    def train(self, mode: bool = True):
+        """Training mode builds the lazy training-only parts first (the perceptual backbone here;
+        SAHN/SPL/SPN add their teacher), so a missing weight file stops a run before its first step."""
+        if mode:
+            self.backbone  # noqa: B018 (builds it)
+        return super().train(mode)
+
+    def load_training_parts(self) -> None:
+        """Build now what only training uses and evaluation never loads (perceptual backbone,
+        teacher): the trainer calls this right after building the model, before anything else."""
+        self.train()
+
     @torch.no_grad()
     def inpaint(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Composite output for evaluation: N3HW in [0, 1]."""
@@ -96,8 +139,8 @@ class InpaintModel(nn.Module):
 
 class PConvLossModel(InpaintModel):
     """A model trained with the partial-convolution losses (Liu et al. 2018, Eq. 8; see
-    train/losses.py). Subclasses set ``self.backbone`` (the perceptual/style feature network, or
-    None) and ``self.loss_weights`` (overrides of the Eq. 8 weights)."""
+    train/losses.py). Subclasses call ``self.set_backbone(...)`` (the perceptual/style feature
+    network, lazy, or None) and set ``self.loss_weights`` (overrides of the Eq. 8 weights)."""
 
     def generator_losses(self, image: torch.Tensor, mask: torch.Tensor) -> StepOutput:
         from ..train.losses import pconv_losses

@@ -32,9 +32,9 @@ Table 3; asserted in tests/test_ccsa.py).
 
 Loss: the paper states none. We use the partial-convolution losses of Liu et al. 2018, Eq. 8
 (train/losses.py: ``pconv_losses``: valid + 6 hole + 0.05 perceptual + 120 style + 0.1 TV)
-with the perceptual backbone from params (``build_backbone(ctx.perceptual, ctx)``), the same
-for all four variants; weights may be overridden by ``loss.weights``. Optimizer (set in params,
-Sec. 4.1): Adam, lr 1e-4, betas (0.9, 0.999).
+with the perceptual backbone from params (``lazy_backbone(ctx.perceptual, ctx)``, built on
+first training use only), the same for all four variants; weights may be overridden by
+``loss.weights``. Optimizer (set in params, Sec. 4.1): Adam, lr 1e-4, betas (0.9, 0.999).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InpaintBenchError
-from ..train.perceptual import build_backbone
+from ..train.perceptual import lazy_backbone
 from .base import BuildContext, PConvLossModel
 from .layers.ccsa_attention import CrossScaleCoherentAttention
 from .layers.ccsa_blocks import BasicBlock, MultiScaleFusion, SemanticResidualAttention
@@ -81,7 +81,7 @@ class CCSANet(PConvLossModel):
         ) if self.att else None
         self.msff = nn.ModuleList(MultiScaleFusion(widths[j], widths[j + 1]) for j in range(NUM_SCALES - 1))
         self.head = nn.Conv2d(widths[0] + 4, 3, 3, padding=1)
-        self.backbone = backbone
+        self.set_backbone(backbone)  # lazy: built on first training use only (models/base.py)
         self.loss_weights = loss_weights or {}
 
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -110,5 +110,5 @@ class CCSANet(PConvLossModel):
 
 @register("ccsa")
 def build(args: dict, loss: dict, ctx: BuildContext) -> CCSANet:
-    backbone = build_backbone(ctx.perceptual, ctx)
+    backbone = lazy_backbone(ctx.perceptual, ctx)
     return CCSANet(backbone=backbone, loss_weights=loss.get("weights"), **{**DEFAULT_ARGS, **args})

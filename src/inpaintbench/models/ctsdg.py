@@ -64,7 +64,7 @@ from torch import nn
 
 from ..errors import InpaintBenchError
 from ..train.losses import masked_l1, out_comp_perceptual_style
-from ..train.perceptual import build_backbone
+from ..train.perceptual import lazy_backbone
 from .base import BuildContext, InpaintModel, StepOutput
 from .layers.ctsdg_blocks import (CFA, BiGFF, Discriminator, Feature2Structure, Feature2Texture,
                                   PConvBNActiv, init_weights)
@@ -175,7 +175,7 @@ class CTSDG(InpaintModel):
         self.generator = CTSDGGenerator(base, depth, max_width, rate, softmax_scale)
         self.discriminator = Discriminator(3, 2, disc_base, edge_mid)
         init_weights(self.discriminator)
-        self.backbone = backbone
+        self.set_backbone(backbone)  # lazy: built on first training use only (models/base.py)
         self.weights = {**CTSDG_WEIGHTS, **(loss_weights or {})}
         self.sigma = float(sigma)
         self.multiple = 2 ** depth
@@ -185,12 +185,6 @@ class CTSDG(InpaintModel):
         """The texture and structure encoders (official ec_texture_1.. / ec_structure_1..)."""
         g = self.generator
         return [getattr(g, f"ec_{name}_{i}") for name in ("texture", "structure") for i in range(1, g.depth + 1)]
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.backbone is not None:
-            self.backbone.train(False)
-        return self
 
     def _check_size(self, x: torch.Tensor) -> None:
         h, w = x.shape[-2:]
@@ -247,5 +241,5 @@ class CTSDG(InpaintModel):
 
 @register("ctsdg")
 def build(args: dict, loss: dict, ctx: BuildContext) -> CTSDG:
-    backbone = build_backbone(ctx.perceptual, ctx)
+    backbone = lazy_backbone(ctx.perceptual, ctx)
     return CTSDG(backbone=backbone, loss_weights=loss.get("weights"), **args)

@@ -23,9 +23,9 @@ Two stages (Sec. 3, Fig. 2; equation numbers as in the arXiv version, 1901.00212
   mask size (mean |I_pred - I_gt| / mean(M), the official code). L_perc (Eq. 7, L1 between
   feature maps) is taken on the whole images; L_style (Eq. 8, L1 between Gram matrices) on the
   hole only, style(I_pred ⊙ M, I_gt ⊙ M), as the official code does. Both use the perceptual
-  backbone chosen in params (`build_backbone(ctx.perceptual, ctx)`; the paper uses ImageNet
-  VGG-19 relu1_1..relu5_1 / relu2_2..relu5_2, the offline default is a random VGG16 to pool3 —
-  the report names it).
+  backbone chosen in params (`lazy_backbone(ctx.perceptual, ctx)`, built for training only; the
+  paper uses ImageNet VGG-19 relu1_1..relu5_1 / relu2_2..relu5_2, the offline default is a
+  random VGG16 to pool3 — the report names it).
 
 Adversarial terms use the non-saturating log loss (BCE on logits); the generators minimise
 -log D(fake). Training schedule (Sec. 4 "Training"): the paper trains G1, then G2, then
@@ -55,7 +55,7 @@ from torch import nn
 
 from ..errors import InpaintBenchError
 from ..train.losses import batched_features, perceptual_loss, style_loss, target_features
-from ..train.perceptual import build_backbone
+from ..train.perceptual import lazy_backbone
 from .base import BuildContext, InpaintModel, StepOutput
 from .layers.edge_blocks import EdgeConnectGenerator, PatchDiscriminator
 from .layers.edge_canny import full_edges, known_region_edges, rgb_to_gray
@@ -128,7 +128,7 @@ class EdgeConnect(InpaintModel):
             "edge": PatchDiscriminator(2, disc_base),    # D1(C, I_gray), Eq. 3
             "image": PatchDiscriminator(3, disc_base),   # D2(I): RGB only, as the official code
         })
-        self.backbone = backbone
+        self.set_backbone(backbone)  # lazy: built on first training use only (models/base.py)
         self.weights = {**EDGECONNECT_WEIGHTS, **(loss_weights or {})}
         self.canny = {"sigma": float(sigma), "low": low_threshold, "high": high_threshold}
         self.g1_fraction = float(g1_fraction)
@@ -164,8 +164,6 @@ class EdgeConnect(InpaintModel):
         super().train(mode)
         for m in self._frozen_modules() if hasattr(self, "stage") else []:
             m.train(False)
-        if self.backbone is not None:
-            self.backbone.train(False)
         return self
 
     # ---- the two stages --------------------------------------------------------------------
@@ -288,5 +286,5 @@ class EdgeConnect(InpaintModel):
 
 @register("edgeconnect")
 def build(args: dict, loss: dict, ctx: BuildContext) -> EdgeConnect:
-    backbone = build_backbone(ctx.perceptual, ctx)
+    backbone = lazy_backbone(ctx.perceptual, ctx)
     return EdgeConnect(backbone=backbone, loss_weights=loss.get("weights"), **args)

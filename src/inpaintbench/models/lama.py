@@ -26,7 +26,7 @@ Losses (Sec. 3.2-3.3), final objective
   official ResNetPL does (the paper's text says "inter-layer mean"; its code and the released
   weights use the sum, and no paper reproduced here states otherwise). **Substitute**: the paper's φ_HRF is a segmentation ResNet50 with dilated convs
   (ADE20k-pretrained) that is not available offline; φ here is the perceptual backbone
-  chosen in params (``build_backbone(ctx.perceptual)``, or this model's ``loss.perceptual``
+  chosen in params (``lazy_backbone(ctx.perceptual)``, or this model's ``loss.perceptual``
   block if given; offline default random-vgg16). The report must name the backbone used.
 * ``l1`` (weight 10): L1 on the known pixels (weight_known 10, weight_missing 0 in the official
   configs lama-fourier.yaml / big-lama.yaml), averaged over all pixels like masked_l1_loss.
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train.perceptual import build_backbone
+from ..train.perceptual import lazy_backbone
 from .base import BuildContext, InpaintModel, StepOutput
 from .layers.ffc import FFCBNAct, FFCResBlock
 from .layers.patch_discriminators import NLayerPatchDiscriminator
@@ -116,7 +116,7 @@ class LamaFourier(InpaintModel):
             raise TypeError(f"unknown lama_fourier loss weights {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
         self.generator = LamaGenerator(ngf, n_down, n_blocks, ratio_g)
         self.discriminator = NLayerPatchDiscriminator(3, disc_ndf, disc_layers)
-        self.backbone = backbone
+        self.set_backbone(backbone)  # lazy: built on first training use only (models/base.py)
         self.weights = {**DEFAULT_WEIGHTS, **(loss_weights or {})}
 
     @property
@@ -177,7 +177,7 @@ class LamaFourier(InpaintModel):
 @register("lama_fourier")
 def build(args: dict, loss: dict, ctx: BuildContext) -> LamaFourier:
     perceptual = loss.get("perceptual", ctx.perceptual)
-    backbone = build_backbone(perceptual, ctx)
+    backbone = lazy_backbone(perceptual, ctx)
     return LamaFourier(backbone=backbone, loss_weights=loss.get("weights"), **args)
 
 

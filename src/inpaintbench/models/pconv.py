@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train.perceptual import build_backbone
+from ..train.perceptual import lazy_backbone
 from .base import BuildContext, PConvLossModel
 from .layers.partial_conv import PartialConvBlock
 from .registry import register
@@ -49,7 +49,7 @@ class PConvUNet(PConvLossModel):
             last = i == 0
             self.dec.append(PartialConvBlock(cin + skip, cout, 3, bn=not last, act="none" if last else "leaky"))
             cin = cout
-        self.backbone = backbone
+        self.set_backbone(backbone)  # lazy: built on first training use only (models/base.py)
         self.loss_weights = loss_weights or {}
 
     def encoder_modules(self) -> list[nn.Module]:
@@ -78,7 +78,7 @@ class PConvUNet(PConvLossModel):
 
 @register("pconv_unet")
 def build(args: dict, loss: dict, ctx: BuildContext) -> PConvUNet:
-    backbone = build_backbone(ctx.perceptual, ctx)
+    backbone = lazy_backbone(ctx.perceptual, ctx)
     return PConvUNet(backbone=backbone, loss_weights=loss.get("weights"), **args)
 
 

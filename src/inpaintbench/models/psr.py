@@ -58,7 +58,7 @@ from torch import nn
 
 from ..errors import InpaintBenchError
 from ..train.losses import out_comp_features
-from ..train.perceptual import build_backbone
+from ..train.perceptual import lazy_backbone
 from .base import BuildContext, InpaintModel, StepOutput
 from .layers.pconv_multichannel import MultiChannelPartialConv2d
 from .registry import register
@@ -191,14 +191,8 @@ class PSRNet(InpaintModel):
         self.tail1 = PartialConv(3 + b, b // 2, 3, 1, flag=False)
         self.tail2 = Bottleneck(b // 2)
         self.out = nn.Conv2d(b, 3, 3, padding=1)
-        self.backbone = backbone
+        self.set_backbone(backbone)  # lazy: built on first training use only (models/base.py)
         self.loss_weights = {**PSR_WEIGHTS, **(loss_weights or {})}
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.backbone is not None:
-            self.backbone.train(False)
-        return self
 
     @staticmethod
     def _dec(layer: PartialConv, x: torch.Tensor, m: torch.Tensor, skip: torch.Tensor, skip_m: torch.Tensor):
@@ -289,5 +283,5 @@ def psr_tv_loss(comp: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
 
 @register("psr")
 def build(args: dict, loss: dict, ctx: BuildContext) -> PSRNet:
-    backbone = build_backbone(ctx.perceptual, ctx)
+    backbone = lazy_backbone(ctx.perceptual, ctx)
     return PSRNet(backbone=backbone, loss_weights=loss.get("weights"), **args)

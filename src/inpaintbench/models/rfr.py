@@ -26,7 +26,8 @@ Pipeline (Sec. 3, Fig. 2):
    PyTorch's default slope 0.01 (official F.leaky_relu); inside it 0.2 (official nn.LeakyReLU(0.2)).
 Losses (Sec. 3.3): λ_valid L_valid + λ_hole L_hole + λ_perc L_perc + λ_style L_style + λ_tv L_tv
 with 1, 6, 0.05, 120, 0.1 — the official weights (model.py get_g_loss), Liu et al.'s losses
-(train/losses.py `pconv_losses`), perceptual backbone from `build_backbone(ctx.perceptual, ctx)`.
+(train/losses.py `pconv_losses`), perceptual backbone from
+`lazy_backbone(ctx.perceptual, ctx)` (built for training only).
 Fine-tuning (official model.py ``train(finetune=True)``, RFRNet.train): lr 5e-5 with a new Adam
 and *every* BatchNorm2d of the network in eval mode: ``training.finetune`` with ``freeze_bn: all``,
 ``reset_optimizer: true`` (train/phases.py). `encoder_modules` (for ``freeze_bn: encoder``) names
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InpaintBenchError
-from ..train.perceptual import build_backbone
+from ..train.perceptual import lazy_backbone
 from .base import BuildContext, PConvLossModel
 from .layers.kca import KnowledgeConsistentAttention
 from .layers.partial_conv import PartialConv2d, PartialConvBlock
@@ -158,7 +159,7 @@ class RFRNet(PConvLossModel):
         self.tail = PartialConvBlock(3 + c, tail, 3, bn=False, act="leaky", bias=False, slope=LEAKY)
         self.refine = ResidualBottleneck(tail)
         self.to_rgb = nn.Conv2d(2 * tail, 3, 3, padding=1, bias=False)
-        self.backbone = backbone
+        self.set_backbone(backbone)  # lazy: built on first training use only (models/base.py)
         unknown = set(loss_weights or {}) - set(RFR_WEIGHTS)
         if unknown:
             raise InpaintBenchError(f"rfr: unknown loss weight(s) {sorted(unknown)}; known: {sorted(RFR_WEIGHTS)}")
@@ -208,7 +209,7 @@ class RFRNet(PConvLossModel):
 
 @register("rfr")
 def build(args: dict, loss: dict, ctx: BuildContext) -> RFRNet:
-    backbone = build_backbone(ctx.perceptual, ctx)
+    backbone = lazy_backbone(ctx.perceptual, ctx)
     return RFRNet(backbone=backbone, loss_weights=loss.get("weights"), **args)
 
 

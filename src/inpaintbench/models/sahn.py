@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InpaintBenchError
-from ..train.perceptual import build_backbone
+from ..train.perceptual import lazy_backbone
 from ..train.teacher import TEACHER_KINDS, LazyTeacher, drop_teacher_keys, lazy_teacher_for
 from .base import BuildContext, InpaintModel, StepOutput, composite
 from .layers.sahn_discriminator import MaskGuidedDiscriminator, discriminator_loss, generator_adversarial_loss
@@ -296,7 +296,7 @@ class SAHN(InpaintModel):
         # registered as `disc`: the base class's class attribute `discriminator = None` would
         # shadow a sub-module stored under that name (nn.Module keeps those in _modules)
         self.disc = discriminator
-        self.backbone = backbone
+        self.set_backbone(backbone)  # lazy: built on first training use only (models/base.py)
         loss = dict(loss or {})
         unknown = set(loss) - set(DEFAULT_LOSS)
         if unknown:
@@ -406,4 +406,4 @@ def build(args: dict, loss: dict, ctx: BuildContext) -> SAHN:
     a = resolve_args(args)
     teacher = lazy_teacher_for(ctx, a["teacher"], a["teacher_allow_download"])  # channels only, no weights
     generator = build_generator(a, teacher.channels)
-    return SAHN(generator, teacher, build_discriminator(a), build_backbone(ctx.perceptual, ctx), loss)
+    return SAHN(generator, teacher, build_discriminator(a), lazy_backbone(ctx.perceptual, ctx), loss)

@@ -171,6 +171,11 @@ def _train(params, experiment, train, model_name, *, stop_after, track, progress
     channels_last = _enabled(cfg["channels_last"], device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # The frozen training-only networks (perceptual backbone; SAHN/SPL/SPN's teacher) are lazy, so
+    # evaluation never needs their weight files: build them here, after the memory-format change
+    # (they follow it) and before the data, optimizers and MLflow run are set up, so that a
+    # missing weight file stops the job, naming the file, before any of those exist.
+    model.load_training_parts()
     if _enabled(cfg["compile"], device):
         model.generator_losses = torch.compile(model.generator_losses)
     images = data.train_images(paths.prepared_manifest(train), size, workers=max(1, workers))
