@@ -244,3 +244,22 @@ def test_training_without_the_vgg16_file_stops_before_step_1_and_before_mlflow(p
     assert steps == [] and runs == []
     run_dir = paths.run_dir("tiny", "photos", "pconv")
     assert not (run_dir / "last.pt").exists() and not (run_dir / "mlflow_run.json").exists()
+
+
+def test_training_without_the_teacher_file_stops_before_mlflow(project, monkeypatch):
+    """The trainer builds SAHN's lazy teacher at the same point (load_training_parts)."""
+    from inpaintbench.train.teacher import RESNET50_FILE
+
+    prepare_tiny(project, textures=False, val=True, test=False)
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["models"]["sahn"] = {"arch": "sahn", "requires": ["teacher"]}
+    p["experiments"]["tiny"]["models"].append("sahn")
+    p["teacher"] = {"kind": "imagenet-resnet50"}
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    monkeypatch.setenv("TORCH_HOME", str(project / "torch"))
+    steps = _counting(monkeypatch, trainer, "train_step")
+    runs = _counting(monkeypatch, tracking, "Run")
+    with pytest.raises(InpaintBenchError, match=RESNET50_FILE):
+        trainer.train_job(load_params(), "tiny", "photos", "sahn", track=True, progress=False)
+    assert steps == [] and runs == []
+    assert not (paths.run_dir("tiny", "photos", "sahn") / "mlflow_run.json").exists()
