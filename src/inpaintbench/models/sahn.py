@@ -45,7 +45,7 @@ from torch import nn
 
 from ..errors import InpaintBenchError
 from ..train.perceptual import lazy_backbone
-from ..train.teacher import TEACHER_KINDS, LazyTeacher, drop_teacher_keys, lazy_teacher_for
+from ..train.teacher import TEACHER_KINDS, LazyTeacher, TeacherModelMixin, drop_teacher_keys, lazy_teacher_for
 from .base import BuildContext, InpaintModel, StepOutput, composite
 from .layers.sahn_discriminator import MaskGuidedDiscriminator, discriminator_loss, generator_adversarial_loss
 from .layers.spade import SPADEResBlock
@@ -284,7 +284,7 @@ def _frozen(module: nn.Module):
             p.requires_grad_(f)
 
 
-class SAHN(InpaintModel):
+class SAHN(TeacherModelMixin, InpaintModel):
     def __init__(self, generator: SAHNGenerator, teacher: nn.Module | LazyTeacher, discriminator: nn.Module,
                  backbone: nn.Module | None, loss: dict | None = None):
         super().__init__()
@@ -319,20 +319,6 @@ class SAHN(InpaintModel):
         # a base class that initialises `self.discriminator = None` lands here: keep `disc`
         if value is not None:
             self.disc = value
-
-    @property
-    def teacher(self) -> nn.Module:
-        """The frozen teacher P, loaded (once) on first access, on the generator's device."""
-        return self.teacher_source.get(next(self.generator.parameters()).device, like=self.generator)
-
-    def train(self, mode: bool = True):
-        """Training mode loads the teacher first, so missing weights stop a run before its first step."""
-        if mode:
-            self.teacher  # noqa: B018 (loads it)
-        return super().train(mode)
-
-    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
-        self.teacher  # noqa: B018 (the trainer calls this before the first step: load P there)
 
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.generator(image_in, mask)[0]

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InpaintBenchError
-from ..train.teacher import TEACHER_KINDS, LazyTeacher, drop_teacher_keys, lazy_teacher_for
+from ..train.teacher import TEACHER_KINDS, LazyTeacher, TeacherModelMixin, drop_teacher_keys, lazy_teacher_for
 from .base import BuildContext, InpaintModel, StepOutput
 from .layers.edge_blocks import PatchDiscriminator
 from .layers.semantic_prior import (LearnableRegionNorm, RegionNorm, ReflectResBlock, ResidualDenseTrunk,
@@ -186,7 +186,7 @@ def semantic_prior_loss(goals: list[torch.Tensor], priors: list[torch.Tensor], m
     return total
 
 
-class SemanticPriorInpainter(InpaintModel):
+class SemanticPriorInpainter(TeacherModelMixin, InpaintModel):
     """SPL/SPN training: generator (pred, priors), frozen teacher targets, PatchGAN, the losses above.
     ``goal_scales`` picks which of the teacher's three maps (h, h/2, h/4) the priors learn."""
 
@@ -211,20 +211,6 @@ class SemanticPriorInpainter(InpaintModel):
         self.weights = {k: float(v) for k, v in weights.items()}
         self.hole_weight = float(loss.get("rec_hole_weight", DEFAULT_LOSS["rec_hole_weight"]))
         self.alpha = float(loss.get("prior_alpha", DEFAULT_LOSS["prior_alpha"]))
-
-    @property
-    def teacher(self) -> nn.Module:
-        """The frozen teacher, loaded (once) on first access, on the generator's device."""
-        return self.teacher_source.get(next(self.generator.parameters()).device, like=self.generator)
-
-    def train(self, mode: bool = True):
-        """Training mode loads the teacher first, so missing weights stop a run before its first step."""
-        if mode:
-            self.teacher  # noqa: B018 (loads it)
-        return super().train(mode)
-
-    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
-        self.teacher  # noqa: B018 (the trainer calls this before the first step: load the teacher there)
 
     def forward(self, image_in: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.generator(image_in, mask)[0]

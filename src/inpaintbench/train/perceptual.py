@@ -235,6 +235,22 @@ def _channels_last(module: nn.Module) -> bool:
     return w is not None and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
 
 
+def like_model(module: nn.Module, like: nn.Module | None) -> nn.Module:
+    """A training-only network just built lazily (LazyBackbone here, train/teacher.LazyTeacher):
+    in `like`'s memory format when that model was converted to channels_last before it was built,
+    as ``model.to(memory_format=...)`` converted it while it was a sub-module."""
+    return module.to(memory_format=torch.channels_last) if like is not None and _channels_last(like) else module
+
+
+def on_device(module: nn.Module, device) -> nn.Module:
+    """Move a lazily built network to `device` (None: leave it) when it is elsewhere."""
+    if device is not None:
+        current = next(itertools.chain(module.parameters(), module.buffers()), None)
+        if current is not None and current.device != torch.device(device):
+            module.to(device)
+    return module
+
+
 class LazyBackbone:
     """The perceptual/style-loss network a model's training losses need, built on the first `get`
     (once) and never before. Deliberately no nn.Module: it is no sub-module of the model, in no
@@ -263,15 +279,8 @@ class LazyBackbone:
             name = self.name
             if name not in _BACKBONES and name in _PROVIDERS:
                 importlib.import_module(_PROVIDERS[name])  # registers it
-            module = _BACKBONES[name](self.cfg, self.ctx).train(False)
-            if like is not None and _channels_last(like):
-                module = module.to(memory_format=torch.channels_last)
-            self._module = module
-        if device is not None:
-            current = next(itertools.chain(self._module.parameters(), self._module.buffers()), None)
-            if current is not None and current.device != torch.device(device):
-                self._module.to(device)
-        return self._module
+            self._module = like_model(_BACKBONES[name](self.cfg, self.ctx).train(False), like)
+        return on_device(self._module, device)
 
 
 def drop_backbone_keys(module: nn.Module, state_dict, prefix, *_):

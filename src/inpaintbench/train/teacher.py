@@ -41,7 +41,6 @@ feature maps as the perceptual-loss backbone (params ``perceptual: {backbone: te
 """
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from pathlib import Path
@@ -52,7 +51,7 @@ from torch import nn
 
 from ..errors import InpaintBenchError
 from ..io import atomic_path, load_image, read_csv
-from .perceptual import _IMAGENET_MEAN, _IMAGENET_STD, cached_weights, register_backbone
+from .perceptual import _IMAGENET_MEAN, _IMAGENET_STD, cached_weights, like_model, on_device, register_backbone
 
 TEACHER_FORMAT = "inpaintbench-teacher/1"
 RESNET50_FILE = "resnet50-11ad3fa6.pth"
@@ -404,14 +403,8 @@ class LazyTeacher:
                 raise InpaintBenchError(
                     f"the {self.kind} teacher ({self.path or self.kind}) has tap channels {module.channels}, but the "
                     f"model was built for {self.channels} (the params' teacher.widths): re-run the teacher step")
-            if like is not None and _channels_last(like):
-                module = module.to(memory_format=torch.channels_last)
-            self._module = module
-        if device is not None:
-            current = next(itertools.chain(self._module.parameters(), self._module.buffers()), None)
-            if current is not None and current.device != torch.device(device):
-                self._module.to(device)
-        return self._module
+            self._module = like_model(module, like)
+        return on_device(self._module, device)
 
 
 def drop_teacher_keys(module, state_dict, prefix, *_):
@@ -422,9 +415,23 @@ def drop_teacher_keys(module, state_dict, prefix, *_):
         del state_dict[key]
 
 
-def _channels_last(module: nn.Module) -> bool:
-    w = next((p for p in module.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1), None)
-    return w is not None and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
+class TeacherModelMixin:
+    """For models whose training losses use a frozen teacher held as ``self.teacher_source`` (a
+    `LazyTeacher`) beside ``self.generator`` (SAHN, SPL, SPN): put it before InpaintModel."""
+
+    @property
+    def teacher(self) -> nn.Module:
+        """The frozen teacher, loaded (once) on first access, on the generator's device."""
+        return self.teacher_source.get(next(self.generator.parameters()).device, like=self.generator)
+
+    def train(self, mode: bool = True):
+        """Training mode loads the teacher first, so missing weights stop a run before its first step."""
+        if mode:
+            self.teacher  # noqa: B018 (loads it)
+        return super().train(mode)
+
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        self.teacher  # noqa: B018 (the trainer calls this before the first step: load the teacher there)
 
 
 def lazy_teacher_for(ctx=None, override: str | None = None, allow_download: bool | None = None) -> LazyTeacher:
