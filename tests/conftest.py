@@ -105,3 +105,16 @@ def copy_workflow(dest: Path) -> None:
     shutil.copytree(ROOT / "workflow", dest / "workflow")
     # dvc.yaml lists the source folders as stage dependencies
     shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def counting_calls(monkeypatch, module, name: str) -> list:
+    """Replace `module.name` by a wrapper that records each call (one entry per call) and returns the list."""
+    calls = []
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls

@@ -27,7 +27,7 @@ from inpaintbench.train.checkpoints import load as load_ckpt
 from inpaintbench.train.perceptual import (VGG16_FILE, VGG16Features, _vgg16_layers_scaled, build_backbone,
                                            lazy_backbone)
 
-from conftest import ROOT, prepare_tiny
+from conftest import ROOT, counting_calls, prepare_tiny
 from model_batches import rand_box_batch, save_random_teacher
 
 VGG = {"backbone": "vgg16"}
@@ -198,18 +198,6 @@ def _vgg_project(project):
     (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
-def _counting(monkeypatch, module, name: str) -> list:
-    calls = []
-    real = getattr(module, name)
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, counted)
-    return calls
-
-
 def test_a_model_trained_with_vgg16_evaluates_after_the_file_is_removed(project, monkeypatch):
     prepare_tiny(project, textures=False, val=True, test=False)
     _vgg_project(project)
@@ -236,8 +224,8 @@ def test_training_without_the_vgg16_file_stops_before_step_1_and_before_mlflow(p
     _vgg_project(project)
     hub = project / "torch"
     monkeypatch.setenv("TORCH_HOME", str(hub))
-    steps = _counting(monkeypatch, trainer, "train_step")
-    runs = _counting(monkeypatch, tracking, "Run")
+    steps = counting_calls(monkeypatch, trainer, "train_step")
+    runs = counting_calls(monkeypatch, tracking, "Run")
     with pytest.raises(InpaintBenchError) as err:
         trainer.train_job(load_params(), "tiny", "photos", "pconv", track=True, progress=False)
     assert VGG16_FILE in str(err.value) and str(hub / "hub" / "checkpoints") in str(err.value)
@@ -257,8 +245,8 @@ def test_training_without_the_teacher_file_stops_before_mlflow(project, monkeypa
     p["teacher"] = {"kind": "imagenet-resnet50"}
     (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     monkeypatch.setenv("TORCH_HOME", str(project / "torch"))
-    steps = _counting(monkeypatch, trainer, "train_step")
-    runs = _counting(monkeypatch, tracking, "Run")
+    steps = counting_calls(monkeypatch, trainer, "train_step")
+    runs = counting_calls(monkeypatch, tracking, "Run")
     with pytest.raises(InpaintBenchError, match=RESNET50_FILE):
         trainer.train_job(load_params(), "tiny", "photos", "sahn", track=True, progress=False)
     assert steps == [] and runs == []

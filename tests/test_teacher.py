@@ -282,3 +282,19 @@ def test_legacy_format_weight_files_still_load(tmp_path):
     torch.save(state, path, _use_new_zipfile_serialization=False)
     model, _ = load_teacher(path)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize("kind", ["imagenet-resnet50", "asl-tresnet-l"])
+def test_corrupt_teacher_file_is_a_clear_error_naming_it(kind, tmp_path, monkeypatch):
+    from inpaintbench.errors import InpaintBenchError
+    from inpaintbench.train import teacher as t
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    name, url = ((t.RESNET50_FILE, t.RESNET50_URL) if kind == "imagenet-resnet50"
+                 else (t.ASL_TRESNET_L_FILE, t.ASL_TRESNET_L_URL))
+    f = tmp_path / "hub" / "checkpoints" / name
+    f.parent.mkdir(parents=True)
+    f.write_bytes(b"PK\x03\x04 truncated download")
+    with pytest.raises(InpaintBenchError) as err:
+        t.build_teacher(kind)
+    assert str(f) in str(err.value) and url in str(err.value) and "fresh copy" in str(err.value)

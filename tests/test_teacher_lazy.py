@@ -21,7 +21,7 @@ from inpaintbench.train.checkpoints import load as load_ckpt
 from inpaintbench.train.teacher import (ASL_TRESNET_L_FILE, RESNET50_FILE, STATIC_CHANNELS, LazyTeacher,
                                         teacher_channels)
 
-from conftest import prepare_tiny
+from conftest import counting_calls, prepare_tiny
 from model_batches import rand_box_batch, save_random_teacher
 
 TINY = {  # the built-in (small) defaults
@@ -39,20 +39,8 @@ def _project(project, models, teacher):
     (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
-def _counting(monkeypatch, module, name: str) -> list:
-    calls = []
-    real = getattr(module, name)
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, counted)
-    return calls
-
-
 def _counting_steps(monkeypatch) -> list:
-    return _counting(monkeypatch, trainer, "train_step")
+    return counting_calls(monkeypatch, trainer, "train_step")
 
 
 def test_trained_models_evaluate_without_the_teacher_file(project, monkeypatch):
@@ -61,7 +49,7 @@ def test_trained_models_evaluate_without_the_teacher_file(project, monkeypatch):
     assert main(["teacher", "tiny", "photos"]) == 0
     teacher_file = paths.artifact("tiny", "photos", "teacher")
     steps = _counting_steps(monkeypatch)
-    builds = _counting(monkeypatch, teacher_module, "build_teacher")
+    builds = counting_calls(monkeypatch, teacher_module, "build_teacher")
     image, mask = rand_box_batch(2, 32)
     outputs = {}
     for i, name in enumerate(("sahn", "spn")):

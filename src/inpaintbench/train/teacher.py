@@ -227,15 +227,22 @@ def convert_asl_tresnet(checkpoint: dict, target_keys: set[str], where: str = "t
     return out
 
 
-def load_weights(path: str | Path):
+def load_weights(path: str | Path, what: str | None = None, url: str | None = None):
     """torch.load of a weight file, memory-mapped (only the pages used are read) where the file is
-    in the zip format torch.save has written since 1.6; a legacy file is read whole."""
+    in the zip format torch.save has written since 1.6; a legacy file is read whole. With `what`
+    (and its download `url`), an unreadable file (corrupt or truncated download) is a clear error."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if what is None:
             raise
-        return torch.load(path, map_location="cpu", weights_only=True)
+        raise InpaintBenchError(f"cannot read the {what} checkpoint {path}: {exc}. Delete it and put a "
+                                f"fresh copy of {url} there.") from exc
 
 
 def assign_state_dict(net: nn.Module, state: dict, where: str = "the state dict") -> nn.Module:
@@ -266,11 +273,7 @@ def assign_state_dict(net: nn.Module, state: dict, where: str = "the state dict"
 
 def load_asl_tresnet(path: str | Path) -> TResNetTaps:
     """The ASL OpenImages TResNet-L (file `path`) as the three-tap teacher."""
-    try:
-        checkpoint = load_weights(path)
-    except Exception as exc:  # corrupt or truncated download
-        raise InpaintBenchError(f"cannot read the ASL TResNet-L checkpoint {path}: {exc}. Delete it and put a "
-                                f"fresh copy of {ASL_TRESNET_L_URL} there.") from exc
+    checkpoint = load_weights(path, "ASL TResNet-L", ASL_TRESNET_L_URL)
     with torch.device("meta"):
         net = _tresnet_l(num_classes=0)
     body_keys = {k for k in net.state_dict() if k.startswith("body.")}
@@ -451,11 +454,7 @@ def build_teacher(kind: str, ctx=None, allow_download: bool = False, path: str |
         from torchvision.models import resnet50
 
         file = cached_weights(RESNET50_FILE, RESNET50_URL, allow_download, "ResNet-50 (ImageNet) teacher")
-        try:
-            state = load_weights(file)
-        except Exception as exc:  # corrupt or truncated download
-            raise InpaintBenchError(f"cannot read the ResNet-50 checkpoint {file}: {exc}. Delete it and put a "
-                                    f"fresh copy of {RESNET50_URL} there.") from exc
+        state = load_weights(file, "ResNet-50", RESNET50_URL)
         with torch.device("meta"):
             net = resnet50(weights=None)
         assign_state_dict(net, state, str(file))
